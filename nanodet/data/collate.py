@@ -1,0 +1,42 @@
+"""Batch collation that keeps variable-size items as lists (upstream's ``naive_collate``).
+
+Images may differ in size (keep-ratio resize) and images hold different numbers of boxes, so
+nothing is stacked here: the trainer pads and stacks the images on the device
+(``stack_batch_img``) and the head reads the boxes per image.
+"""
+
+from collections.abc import Mapping
+
+import torch
+
+from .batch_process import stack_batch_img
+
+
+def naive_collate(batch):
+    """Collate a list of samples field by field.
+
+    Dicts are collated key by key; Python numbers become a 1-D tensor (ints int64, floats
+    float64, as upstream's collate); everything else (image tensors, numpy arrays, strings) is
+    returned as a list with one item per sample.
+    """
+    elem = batch[0]
+    if isinstance(elem, Mapping):
+        return {key: naive_collate([sample[key] for sample in batch]) for key in elem}
+    if isinstance(elem, bool):
+        return torch.tensor(batch, dtype=torch.bool)
+    if isinstance(elem, int):
+        return torch.tensor(batch, dtype=torch.int64)
+    if isinstance(elem, float):
+        return torch.tensor(batch, dtype=torch.float64)
+    return list(batch)
+
+
+def collate_and_pad(batch, divisible: int = 32, pad_value: float = 0.0):
+    """``naive_collate``, then the images padded and stacked into one [B, C, H, W] tensor.
+
+    Padding in the DataLoader workers spares the training step the work; the padding itself
+    (bottom/right, to a multiple of ``divisible``) is ``stack_batch_img``'s.
+    """
+    collated = naive_collate(batch)
+    collated["img"] = stack_batch_img(collated["img"], divisible=divisible, pad_value=pad_value)
+    return collated

@@ -1,0 +1,6 @@
+from .color import ColorTransform
+from .pipeline import PIPELINE_KEYS, Pipeline
+from .warp import ShapeTransform, get_minimum_dst_shape, get_resize_matrix
+
+__all__ = ["PIPELINE_KEYS", "ColorTransform", "Pipeline", "ShapeTransform",
+           "get_minimum_dst_shape", "get_resize_matrix"]

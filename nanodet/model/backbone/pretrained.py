@@ -1,0 +1,105 @@
+"""Loading ImageNet weights into a backbone, from torchvision's URL or from a local file.
+
+A backbone's ``pretrain`` argument is one of:
+
+* ``False``/``None``: keep the random initialisation;
+* ``True``: torchvision's published weights, fetched through ``torch.hub`` (a file already
+  in the hub cache works offline);
+* a path: a weights file in torchvision's key format (a bare state dict, or a dict holding
+  one under ``"state_dict"`` or ``"model"``).
+
+Keys the backbone lacks (torchvision's classifier) are skipped, as upstream NanoDet does with
+``strict=False``; backbone keys the file lacks are logged, and a file that matches no key at
+all is an error, since that is a wrong file rather than a partial one.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def hub_checkpoint_dir():
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def _download(url, backbone_name):
+    file_name = os.path.basename(url)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+    except Exception as err:  # offline, proxy, corrupt download: all end the same way
+        raise RuntimeError(
+            f"{backbone_name}: could not get the ImageNet weights '{file_name}' from {url} "
+            f"({type(err).__name__}: {err}). Offline, put that file in the torch hub cache "
+            f"{hub_checkpoint_dir()}, or set `pretrain` to the path of a weights file "
+            "(torchvision key format), or to false for a random initialisation."
+        ) from err
+
+
+def _read_file(path, backbone_name):
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{backbone_name}: pretrained weights file not found: {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper_key in ("state_dict", "model"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper_key), dict):
+            checkpoint = checkpoint[wrapper_key]
+            break
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{backbone_name}: {path} does not hold a state dict")
+    return checkpoint
+
+
+def load_pretrained(model, pretrain, url, rename_key=None, unavailable_reason=None):
+    """Load ImageNet weights into ``model`` as selected by ``pretrain`` (see module doc).
+
+    ``url`` is torchvision's URL for this model's configuration; ``rename_key`` maps a
+    torchvision key to the model's key (``None`` to drop it); ``unavailable_reason`` explains
+    why torchvision has no weights for this configuration when ``url`` is None.
+    """
+    if pretrain is None or pretrain is False:
+        return
+    backbone_name = type(model).__name__
+    if pretrain is True:
+        if url is None:
+            raise ValueError(
+                f"{backbone_name}: pretrain=True, but {unavailable_reason}. "
+                "Set `pretrain` to false or to the path of a weights file."
+            )
+        source = url
+        source_state = _download(url, backbone_name)
+    elif isinstance(pretrain, (str, os.PathLike)):
+        source = str(pretrain)
+        source_state = _read_file(pretrain, backbone_name)
+    else:
+        raise TypeError(f"{backbone_name}: pretrain must be a bool or a path, got {pretrain!r}")
+
+    own_state = model.state_dict()
+    matched, wrong_shape = {}, []
+    for key, value in source_state.items():
+        own_key = rename_key(key) if rename_key else key
+        if own_key is None or own_key not in own_state:
+            continue
+        if own_state[own_key].shape != value.shape:
+            wrong_shape.append(f"{own_key} {tuple(value.shape)} vs {tuple(own_state[own_key].shape)}")
+            continue
+        matched[own_key] = value
+
+    if not matched:
+        raise RuntimeError(
+            f"{backbone_name}: none of the {len(source_state)} entries of {source} match the "
+            "backbone's parameters; is it a torchvision weights file for this model and size?"
+        )
+    if wrong_shape:
+        logger.warning("%s: skipped %d weights of %s with other shapes: %s",
+                       backbone_name, len(wrong_shape), source, ", ".join(wrong_shape))
+    missing = [key for key in own_state if key not in matched]
+    if missing:
+        logger.warning("%s: %d backbone weights not in %s, left at their initialisation: %s",
+                       backbone_name, len(missing), source, ", ".join(missing))
+    model.load_state_dict(matched, strict=False)
+    logger.info("%s: loaded %d of %d weights from %s",
+                backbone_name, len(matched), len(own_state), source)

@@ -1,0 +1,407 @@
+"""The NanoDet-Plus detection head: per-level towers, GFL outputs, DSL assignment, losses and
+post-processing.
+
+Attribute names (``distribution_project``, ``cls_convs``, ``gfl_cls``) are upstream's state-dict
+keys; keep them.
+"""
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+from ...util.box_transform import bbox2distance, distance2bbox, warp_boxes
+from ..loss.gfocal_loss import DistributionFocalLoss, QualityFocalLoss
+from ..loss.iou_loss import GIoULoss
+from ..module.conv import ConvModule, DepthwiseConvModule
+from ..module.init_weights import normal_init
+from .assigner.dsl_assigner import DynamicSoftLabelAssigner
+
+# Classification bias at init: sigmoid(-4.595) = 0.01, so the head starts by predicting
+# "no object" everywhere (focal-loss prior) instead of flooding the loss with false positives.
+CLS_BIAS_INIT = -4.595
+CONV_TYPES = {"Conv": ConvModule, "DWConv": DepthwiseConvModule}
+
+
+class Integral(nn.Module):
+    """Expected value of each edge's discrete distance distribution over ``0..reg_max``.
+
+    ``[..., 4 * (reg_max + 1)]`` logits -> ``[..., 4]`` distances (in stride units). The bin
+    values are the persistent buffer ``project`` (a state-dict key upstream has too).
+    """
+
+    def __init__(self, reg_max=16):
+        super().__init__()
+        self.reg_max = reg_max
+        self.register_buffer("project", torch.linspace(0, reg_max, reg_max + 1))
+
+    def forward(self, x):
+        leading = x.shape[:-1]
+        x = F.softmax(x.reshape(*leading, 4, self.reg_max + 1), dim=-1)
+        return F.linear(x, self.project.type_as(x)).reshape(*leading, 4)
+
+
+def multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1):
+    """Class-wise NMS of one image, as upstream's ``multiclass_nms``.
+
+    Args:
+        bboxes (Tensor [N, 4]): one box per prior, shared by all classes.
+        scores (Tensor [N, C]): per-class scores (no background column).
+
+    Returns:
+        (dets [K, 5] as x1, y1, x2, y2, score, labels [K]), sorted by decreasing score.
+    """
+    prior_idx, labels = (scores > score_thr).nonzero(as_tuple=True)
+    if prior_idx.numel() == 0:
+        return bboxes.new_zeros((0, 5)), labels.new_zeros((0,))
+    boxes = bboxes[prior_idx]
+    kept_scores = scores[prior_idx, labels]
+    keep = batched_nms(boxes, kept_scores, labels, iou_threshold)
+    if max_num > 0:
+        keep = keep[:max_num]
+    return torch.cat([boxes[keep], kept_scores[keep, None]], dim=1), labels[keep]
+
+
+def _gt_batch_to_device(items, row_shape, dtype, device):
+    """Per-image GT arrays (numpy or tensors) -> list of device tensors, with one host-to-device
+    copy for the whole batch instead of one per image."""
+    tensors = [torch.as_tensor(item).reshape((-1,) + row_shape) for item in items]
+    counts = [t.shape[0] for t in tensors]
+    if all(t.device.type == "cpu" for t in tensors):
+        return list(torch.cat(tensors).to(device=device, dtype=dtype).split(counts))
+    return [t.to(device=device, dtype=dtype) for t in tensors]
+
+
+def _as_list(values):
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        return values.tolist()
+    return list(values)
+
+
+class NanoDetPlusHead(nn.Module):
+    """Detection head of NanoDet-Plus.
+
+    Args:
+        num_classes (int): number of classes (no background class).
+        loss (Mapping): ``loss_qfl`` (beta, loss_weight), ``loss_dfl`` (loss_weight) and
+            ``loss_bbox`` (loss_weight) settings.
+        input_channel (int): channels of the input feature maps.
+        feat_channels (int): channels inside the towers.
+        stacked_convs (int): conv modules per tower.
+        kernel_size (int): kernel of the tower convs.
+        strides (list[int]): stride of each input level.
+        conv_type (str): "DWConv" (depthwise-separable) or "Conv".
+        norm_cfg (Mapping or None): norm of the tower convs.
+        reg_max (int): the distance distribution covers ``0..reg_max`` strides.
+        activation (str): activation of the tower convs.
+        assigner_cfg (Mapping): arguments of :class:`DynamicSoftLabelAssigner`.
+    """
+
+    # Post-processing settings, fixed in upstream's code.
+    score_thr = 0.05
+    nms_iou_threshold = 0.6
+    max_per_img = 100
+
+    def __init__(
+        self,
+        num_classes,
+        loss,
+        input_channel,
+        feat_channels=96,
+        stacked_convs=2,
+        kernel_size=5,
+        strides=(8, 16, 32),
+        conv_type="DWConv",
+        norm_cfg=dict(type="BN"),
+        reg_max=7,
+        activation="LeakyReLU",
+        assigner_cfg=dict(topk=13),
+    ):
+        super().__init__()
+        if conv_type not in CONV_TYPES:
+            raise ValueError(f"head conv_type must be one of {sorted(CONV_TYPES)}, got {conv_type!r}")
+        self.num_classes = num_classes
+        self.in_channels = input_channel
+        self.feat_channels = feat_channels
+        self.stacked_convs = stacked_convs
+        self.kernel_size = kernel_size
+        self.strides = list(strides)
+        self.reg_max = reg_max
+        self.activation = activation
+        self.conv_module = CONV_TYPES[conv_type]
+        self.loss_cfg = loss
+        self.norm_cfg = norm_cfg
+
+        self.assigner = DynamicSoftLabelAssigner(**dict(assigner_cfg))
+        self.distribution_project = Integral(self.reg_max)
+        qfl, dfl, bbox = loss["loss_qfl"], loss["loss_dfl"], loss["loss_bbox"]
+        self.loss_qfl = QualityFocalLoss(
+            use_sigmoid=qfl.get("use_sigmoid", True),
+            beta=qfl["beta"],
+            loss_weight=qfl["loss_weight"],
+        )
+        self.loss_dfl = DistributionFocalLoss(loss_weight=dfl["loss_weight"])
+        self.loss_bbox = GIoULoss(loss_weight=bbox["loss_weight"])
+        self._init_layers()
+        self.init_weights()
+
+    @property
+    def num_outputs(self):
+        """Channels per prior: class logits then 4 distance distributions."""
+        return self.num_classes + 4 * (self.reg_max + 1)
+
+    def _init_layers(self):
+        self.cls_convs = nn.ModuleList(self._build_tower() for _ in self.strides)
+        self.gfl_cls = nn.ModuleList(
+            nn.Conv2d(self.feat_channels, self.num_outputs, 1, padding=0) for _ in self.strides
+        )
+
+    def _build_tower(self):
+        tower = nn.ModuleList()
+        for i in range(self.stacked_convs):
+            tower.append(
+                self.conv_module(
+                    self.in_channels if i == 0 else self.feat_channels,
+                    self.feat_channels,
+                    self.kernel_size,
+                    stride=1,
+                    padding=self.kernel_size // 2,
+                    norm_cfg=self.norm_cfg,
+                    bias=self.norm_cfg is None,
+                    activation=self.activation,
+                )
+            )
+        return tower
+
+    def init_weights(self):
+        for m in self.cls_convs.modules():
+            if isinstance(m, nn.Conv2d):
+                normal_init(m, std=0.01)
+        for conv in self.gfl_cls:
+            normal_init(conv, std=0.01, bias=CLS_BIAS_INIT)
+
+    # ----------------------------------------------------------------------------- forward
+    def forward_with_towers(self, feats):
+        """Raw predictions ``[B, num_priors, num_outputs]`` and the tower output of every
+        level (the features after the stacked convs, before ``gfl_cls``), which feature
+        distillation compares between a student and its teacher."""
+        towers, outputs = [], []
+        for feat, tower, gfl_cls in zip(feats, self.cls_convs, self.gfl_cls):
+            for conv in tower:
+                feat = conv(feat)
+            towers.append(feat)
+            outputs.append(gfl_cls(feat).flatten(start_dim=2))
+        preds = torch.cat(outputs, dim=2).permute(0, 2, 1)
+        return preds, towers
+
+    def forward(self, feats):
+        preds, _ = self.forward_with_towers(feats)
+        if torch.onnx.is_in_onnx_export():
+            # Exported models output class probabilities, as upstream's ONNX graph.
+            cls_preds, reg_preds = preds.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
+            preds = torch.cat([cls_preds.sigmoid(), reg_preds], dim=-1)
+        return preds
+
+    # ------------------------------------------------------------------------------ priors
+    def get_single_level_center_priors(self, batch_size, featmap_size, stride, dtype, device):
+        """``[batch_size, h * w, 4]`` priors (x, y, stride, stride) of one level, row-major;
+        a prior's point is the top-left corner of its cell, as upstream."""
+        h, w = featmap_size
+        y_range = torch.arange(h, dtype=dtype, device=device) * stride
+        x_range = torch.arange(w, dtype=dtype, device=device) * stride
+        y, x = torch.meshgrid(y_range, x_range, indexing="ij")
+        x, y = x.flatten(), y.flatten()
+        strides = x.new_full((x.shape[0],), stride)
+        priors = torch.stack([x, y, strides, strides], dim=-1)
+        return priors.unsqueeze(0).repeat(batch_size, 1, 1)
+
+    def get_center_priors(self, input_height, input_width, device, dtype=torch.float32):
+        """``[num_priors, 4]`` priors of all levels of one image (the same for every image)."""
+        levels = [
+            self.get_single_level_center_priors(
+                1, (math.ceil(input_height / s), math.ceil(input_width / s)), s, dtype, device
+            )[0]
+            for s in self.strides
+        ]
+        return torch.cat(levels, dim=0)
+
+    def decode(self, priors, reg_preds, max_shape=None):
+        """xyxy boxes from distance-distribution logits; ``priors [P, 4]`` broadcast over any
+        leading batch dimensions of ``reg_preds [..., P, 4 * (reg_max + 1)]``."""
+        distances = self.distribution_project(reg_preds) * priors[..., 2, None]
+        return distance2bbox(priors[..., :2], distances, max_shape=max_shape)
+
+    def _split(self, preds):
+        return preds.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
+
+    # -------------------------------------------------------------------------------- loss
+    def loss(self, preds, gt_meta, aux_preds=None):
+        """Detection loss of a batch.
+
+        Args:
+            preds (Tensor [B, P, num_outputs]): head output.
+            gt_meta (Mapping): ``img`` [B, 3, H, W] and per-image ``gt_bboxes`` [N_i, 4],
+                ``gt_labels`` [N_i] (numpy or tensors), optional ``gt_bboxes_ignore``.
+            aux_preds (Tensor or None): output of the auxiliary head; when given, it (not
+                ``preds``) drives the label assignment and gets its own losses (``aux_*``).
+
+        Returns:
+            (loss, loss_states): the total and its named terms.
+        """
+        preds = preds.float()
+        input_height, input_width = gt_meta["img"].shape[2:]
+        priors = self.get_center_priors(input_height, input_width, preds.device)
+        cls_preds, reg_preds = self._split(preds)
+        decoded_bboxes = self.decode(priors, reg_preds)
+
+        if aux_preds is not None:
+            aux_cls_preds, aux_reg_preds = self._split(aux_preds.float())
+            aux_decoded_bboxes = self.decode(priors, aux_reg_preds)
+            targets = self.target_assign(
+                aux_cls_preds.detach(), priors, aux_decoded_bboxes.detach(), gt_meta
+            )
+        else:
+            targets = self.target_assign(cls_preds.detach(), priors, decoded_bboxes.detach(), gt_meta)
+
+        loss, loss_states = self._get_loss_from_assign(cls_preds, reg_preds, decoded_bboxes, targets)
+        if aux_preds is not None:
+            aux_loss, aux_states = self._get_loss_from_assign(
+                aux_cls_preds, aux_reg_preds, aux_decoded_bboxes, targets
+            )
+            loss = loss + aux_loss
+            loss_states.update({"aux_" + k: v for k, v in aux_states.items()})
+        return loss, loss_states
+
+    def _get_loss_from_assign(self, cls_preds, reg_preds, decoded_bboxes, targets):
+        """QFL, GIoU and DFL over the flattened batch, computed once.
+
+        The box terms run over every prior with zero weight outside the positives rather
+        than indexing the positives, which would need a host sync; the sums are the same.
+        """
+        labels, label_scores, label_weights, bbox_targets, dist_targets, num_pos = targets
+        cls_preds = cls_preds.reshape(-1, self.num_classes)
+        reg_preds = reg_preds.reshape(-1, 4 * (self.reg_max + 1))
+        decoded_bboxes = decoded_bboxes.reshape(-1, 4)
+
+        # Normalised by this process's positives, at least 1 (upstream's reduce_mean never
+        # actually averaged across processes: it all-reduced a temporary).
+        num_total_samples = num_pos.sum().clamp(min=1).float()
+        loss_qfl = self.loss_qfl(
+            cls_preds, (labels, label_scores), weight=label_weights, avg_factor=num_total_samples
+        )
+
+        positive = (labels >= 0) & (labels < self.num_classes)
+        # Box terms are weighted by the (detached) best class score of each positive.
+        best_scores = cls_preds.detach().sigmoid().max(dim=1).values
+        weight_targets = torch.where(positive, best_scores, 0.0)
+        bbox_avg_factor = weight_targets.sum().clamp(min=1.0)
+        loss_bbox = self.loss_bbox(
+            decoded_bboxes, bbox_targets, weight=weight_targets, avg_factor=bbox_avg_factor
+        )
+        loss_dfl = self.loss_dfl(
+            reg_preds.reshape(-1, self.reg_max + 1),
+            dist_targets.reshape(-1),
+            weight=weight_targets[:, None].expand(-1, 4).reshape(-1),
+            avg_factor=4.0 * bbox_avg_factor,
+        )
+        loss = loss_qfl + loss_bbox + loss_dfl
+        return loss, dict(loss_qfl=loss_qfl, loss_bbox=loss_bbox, loss_dfl=loss_dfl)
+
+    @torch.no_grad()
+    def target_assign(self, cls_preds, priors, decoded_bboxes, gt_meta):
+        """Assign every image of the batch, then concatenate the targets into flat tensors:
+        labels, label_scores, label_weights [B*P], bbox_targets, dist_targets [B*P, 4], and
+        num_pos [B] (positives per image)."""
+        device = cls_preds.device
+        gt_bboxes = _gt_batch_to_device(gt_meta["gt_bboxes"], (4,), torch.float32, device)
+        gt_labels = _gt_batch_to_device(gt_meta["gt_labels"], (), torch.long, device)
+        ignores = [None] * len(gt_bboxes)
+        if self.assigner.ignore_iof_thr > 0 and gt_meta.get("gt_bboxes_ignore") is not None:
+            ignore_items = [np.zeros((0, 4)) if x is None else x for x in gt_meta["gt_bboxes_ignore"]]
+            ignores = _gt_batch_to_device(ignore_items, (4,), torch.float32, device)
+        per_image = [
+            self.target_assign_single_img(cls_preds[i], priors, decoded_bboxes[i], *gts)
+            for i, gts in enumerate(zip(gt_bboxes, gt_labels, ignores))
+        ]
+        return tuple(torch.cat(parts, dim=0) for parts in zip(*per_image))
+
+    @torch.no_grad()
+    def target_assign_single_img(
+        self, cls_preds, center_priors, decoded_bboxes, gt_bboxes, gt_labels, gt_bboxes_ignore=None
+    ):
+        """Targets of one image's ``P`` priors: labels (``num_classes`` = background),
+        label_scores (IoU soft labels), label_weights (0 = ignored), bbox_targets,
+        dist_targets (in stride units, clamped below ``reg_max``) and num_pos ([1])."""
+        num_priors = center_priors.size(0)
+        labels = center_priors.new_full((num_priors,), self.num_classes, dtype=torch.long)
+        if gt_bboxes.size(0) == 0:  # no GT: every prior is a weighted negative
+            zeros4 = torch.zeros_like(center_priors)
+            return (
+                labels,
+                center_priors.new_zeros((num_priors,)),
+                center_priors.new_ones((num_priors,)),
+                zeros4,
+                zeros4,
+                labels.new_zeros((1,)),
+            )
+        result = self.assigner.assign(
+            cls_preds, center_priors, decoded_bboxes, gt_bboxes, gt_labels, gt_bboxes_ignore
+        )
+        positive = result.gt_inds > 0
+        assigned = gt_bboxes[(result.gt_inds - 1).clamp(min=0)]
+        labels = torch.where(positive, result.labels, labels)
+        label_scores = torch.where(positive, result.max_overlaps, 0.0)
+        label_weights = (result.gt_inds >= 0).to(center_priors.dtype)
+        bbox_targets = torch.where(positive[:, None], assigned, 0.0)
+        distances = bbox2distance(center_priors[:, :2], assigned) / center_priors[:, None, 2]
+        dist_targets = torch.where(positive[:, None], distances, 0.0)
+        dist_targets = dist_targets.clamp(min=0, max=self.reg_max - 0.1)
+        num_pos = positive.sum().reshape(1)
+        return labels, label_scores, label_weights, bbox_targets, dist_targets, num_pos
+
+    # ------------------------------------------------------------------------ post-process
+    def post_process(self, preds, meta):
+        """Detections per image in original-image pixels:
+        ``{img_id: {class: [[x0, y0, x1, y1, score], ...] for every class}}``.
+
+        Boxes are mapped back through the inverse of ``meta["warp_matrix"][i]`` and clipped
+        to the original ``meta["img_info"]`` width and height.
+        """
+        cls_preds, reg_preds = self._split(preds)
+        results = self.get_bboxes(cls_preds, reg_preds, meta)
+        img_info = meta["img_info"]
+        det_results = {}
+        for (det_bboxes, det_labels), width, height, img_id, warp_matrix in zip(
+            results,
+            _as_list(img_info["width"]),
+            _as_list(img_info["height"]),
+            _as_list(img_info["id"]),
+            meta["warp_matrix"],
+        ):
+            det_bboxes = det_bboxes.detach().cpu().numpy()
+            inverse = np.linalg.inv(np.asarray(warp_matrix))
+            det_bboxes[:, :4] = warp_boxes(det_bboxes[:, :4], inverse, width, height)
+            classes = det_labels.detach().cpu().numpy()
+            det_results[img_id] = {
+                c: det_bboxes[classes == c].astype(np.float32).tolist()
+                for c in range(self.num_classes)
+            }
+        return det_results
+
+    def get_bboxes(self, cls_preds, reg_preds, img_metas):
+        """Decode and NMS every image: a list of ``(det_bboxes [K, 5], det_labels [K])`` in
+        input-image pixels (boxes clipped to the input)."""
+        input_height, input_width = img_metas["img"].shape[2:]
+        priors = self.get_center_priors(input_height, input_width, cls_preds.device)
+        bboxes = self.decode(priors, reg_preds, max_shape=(input_height, input_width))
+        scores = cls_preds.sigmoid()
+        return [
+            multiclass_nms(
+                bboxes[i], scores[i], self.score_thr, self.nms_iou_threshold, self.max_per_img
+            )
+            for i in range(cls_preds.shape[0])
+        ]

@@ -1,0 +1,211 @@
+"""Conv + norm + activation blocks with upstream NanoDet's attribute names.
+
+The attribute names (``conv``, ``bn``/``gn``, ``act``, ``depthwise``, ``dwnorm``,
+``pointwise``, ``pwnorm``) are the state-dict keys of upstream checkpoints; keep them.
+"""
+
+import warnings
+from collections.abc import Mapping
+
+import torch.nn as nn
+
+from .activation import act_layers
+from .init_weights import constant_init, kaiming_init
+from .norm import build_norm_layer
+
+
+def _resolve_bias(bias, with_norm):
+    # A conv followed by a norm layer does not need a bias: the norm's shift replaces it.
+    if bias == "auto":
+        return not with_norm
+    if with_norm and bias:
+        warnings.warn("conv module has a norm layer and a bias at the same time")
+    return bias
+
+
+def _kaiming_nonlinearity(activation):
+    return "leaky_relu" if activation == "LeakyReLU" else "relu"
+
+
+class ConvModule(nn.Module):
+    """Conv2d, optional norm and optional activation, applied in ``order``.
+
+    ``bias="auto"`` gives the conv a bias only when there is no norm layer.
+    The norm layer is registered under the name ``build_norm_layer`` returns
+    (``bn`` or ``gn``) and is reachable as ``self.norm``.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias="auto",
+        conv_cfg=None,
+        norm_cfg=None,
+        activation="ReLU",
+        inplace=True,
+        order=("conv", "norm", "act"),
+    ):
+        super().__init__()
+        if conv_cfg is not None and not isinstance(conv_cfg, Mapping):
+            raise TypeError(f"conv_cfg must be a mapping or None, got {conv_cfg!r}")
+        if norm_cfg is not None and not isinstance(norm_cfg, Mapping):
+            raise TypeError(f"norm_cfg must be a mapping or None, got {norm_cfg!r}")
+        if activation is not None and not isinstance(activation, str):
+            raise TypeError(f"activation must be a name or None, got {activation!r}")
+        order = tuple(order)
+        if len(order) != 3 or set(order) != {"conv", "norm", "act"}:
+            raise ValueError(f"order must arrange 'conv', 'norm', 'act', got {order}")
+        self.conv_cfg = conv_cfg
+        self.norm_cfg = norm_cfg
+        self.activation = activation
+        self.inplace = inplace
+        self.order = order
+        self.with_norm = norm_cfg is not None
+        self.with_bias = _resolve_bias(bias, self.with_norm)
+
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=self.with_bias,
+        )
+        # Mirror the conv's geometry so callers can treat this module like a conv.
+        self.in_channels = self.conv.in_channels
+        self.out_channels = self.conv.out_channels
+        self.kernel_size = self.conv.kernel_size
+        self.stride = self.conv.stride
+        self.padding = self.conv.padding
+        self.dilation = self.conv.dilation
+        self.transposed = self.conv.transposed
+        self.output_padding = self.conv.output_padding
+        self.groups = self.conv.groups
+
+        if self.with_norm:
+            norm_after_conv = order.index("norm") > order.index("conv")
+            norm_channels = out_channels if norm_after_conv else in_channels
+            self.norm_name, norm = build_norm_layer(norm_cfg, norm_channels)
+            self.add_module(self.norm_name, norm)
+        else:
+            self.norm_name = None
+
+        if self.activation:
+            self.act = act_layers(self.activation)
+
+        self.init_weights()
+
+    @property
+    def norm(self):
+        return getattr(self, self.norm_name) if self.norm_name else None
+
+    def init_weights(self):
+        kaiming_init(self.conv, nonlinearity=_kaiming_nonlinearity(self.activation))
+        if self.with_norm:
+            constant_init(self.norm, 1, bias=0)
+
+    def forward(self, x, norm=True):
+        for layer in self.order:
+            if layer == "conv":
+                x = self.conv(x)
+            elif layer == "norm" and norm and self.with_norm:
+                x = self.norm(x)
+            elif layer == "act" and self.activation:
+                x = self.act(x)
+        return x
+
+
+class DepthwiseConvModule(nn.Module):
+    """Depthwise-separable conv: depthwise conv, norm, act, 1x1 conv, norm, act.
+
+    The same activation module (``act``) is applied after both convs, as upstream.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias="auto",
+        norm_cfg=dict(type="BN"),
+        activation="ReLU",
+        inplace=True,
+        order=("depthwise", "dwnorm", "act", "pointwise", "pwnorm", "act"),
+    ):
+        super().__init__()
+        if activation is not None and not isinstance(activation, str):
+            raise TypeError(f"activation must be a name or None, got {activation!r}")
+        order = tuple(order)
+        if len(order) != 6 or set(order) != {"depthwise", "dwnorm", "act", "pointwise", "pwnorm"}:
+            raise ValueError(
+                "order must arrange 'depthwise', 'dwnorm', 'pointwise', 'pwnorm' "
+                f"and 'act' twice, got {order}"
+            )
+        self.activation = activation
+        self.inplace = inplace
+        self.order = order
+        self.with_norm = norm_cfg is not None
+        self.with_bias = _resolve_bias(bias, self.with_norm)
+
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=in_channels,
+            bias=self.with_bias,
+        )
+        self.pointwise = nn.Conv2d(
+            in_channels, out_channels, kernel_size=1, stride=1, padding=0, bias=self.with_bias
+        )
+        self.in_channels = self.depthwise.in_channels
+        self.out_channels = self.pointwise.out_channels
+        self.kernel_size = self.depthwise.kernel_size
+        self.stride = self.depthwise.stride
+        self.padding = self.depthwise.padding
+        self.dilation = self.depthwise.dilation
+        self.transposed = self.depthwise.transposed
+        self.output_padding = self.depthwise.output_padding
+
+        if self.with_norm:
+            # Fixed names (not bn/gn): upstream checkpoints use `dwnorm` and `pwnorm`.
+            _, self.dwnorm = build_norm_layer(norm_cfg, in_channels)
+            _, self.pwnorm = build_norm_layer(norm_cfg, out_channels)
+
+        if self.activation:
+            self.act = act_layers(self.activation)
+
+        self.init_weights()
+
+    def init_weights(self):
+        nonlinearity = _kaiming_nonlinearity(self.activation)
+        kaiming_init(self.depthwise, nonlinearity=nonlinearity)
+        kaiming_init(self.pointwise, nonlinearity=nonlinearity)
+        if self.with_norm:
+            constant_init(self.dwnorm, 1, bias=0)
+            constant_init(self.pwnorm, 1, bias=0)
+
+    def forward(self, x):
+        for layer_name in self.order:
+            if layer_name == "act":
+                if self.activation:
+                    x = self.act(x)
+            elif layer_name in ("dwnorm", "pwnorm"):
+                if self.with_norm:
+                    x = getattr(self, layer_name)(x)
+            else:
+                x = getattr(self, layer_name)(x)
+        return x

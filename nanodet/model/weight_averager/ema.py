@@ -1,0 +1,88 @@
+"""Exponential moving average of a model's parameters and buffers (upstream NanoDet's, after d2go)."""
+
+import itertools
+import math
+
+import torch
+
+
+class ExpMovingAverager:
+    """Keeps ``ema = (1 - w) * ema + w * value`` for every parameter and buffer.
+
+    The weight of the new value starts near 1 and decays to ``1 - decay``::
+
+        w(step) = decay * exp(-(1 + step) / 2000) + (1 - decay)
+
+    so early in training the average follows the model closely (its first weights are
+    random), and later it averages over about ``1 / (1 - decay)`` steps.
+
+    Args:
+        decay: in [0, 1]; 0 copies the model every step, 1 freezes the average after warm-up.
+        device: if set, the averaged state is kept on this device (e.g. "cpu" to save GPU memory).
+    """
+
+    def __init__(self, decay=0.9998, device=None):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.device = device
+        self.state = {}
+
+    @staticmethod
+    def _named_tensors(model):
+        return itertools.chain(model.named_parameters(), model.named_buffers())
+
+    def load_from(self, model):
+        """Start the average from ``model``'s current weights."""
+        self.state.clear()
+        for name, value in self._named_tensors(model):
+            value = value.detach().clone()
+            self.state[name] = value.to(self.device) if self.device else value
+
+    def has_inited(self):
+        return len(self.state) > 0
+
+    def apply_to(self, model):
+        """Copy the averaged weights into ``model`` (in place)."""
+        with torch.no_grad():
+            for name, value in self._named_tensors(model):
+                if name not in self.state:
+                    raise KeyError(
+                        f"EMA state has no entry {name!r}; it holds {len(self.state)} entries "
+                        "from another model"
+                    )
+                value.copy_(self.state[name])
+
+    def state_dict(self):
+        return self.state
+
+    def load_state_dict(self, state_dict):
+        self.state.clear()
+        for name, value in state_dict.items():
+            self.state[name] = value.to(self.device) if self.device else value
+
+    def to(self, device):
+        """Move the averaged state to ``device`` and keep it there on later updates.
+
+        (Upstream moved the state but kept the old ``device``, so the next ``update`` mixed
+        devices.)
+        """
+        self.device = device
+        for name, value in self.state.items():
+            self.state[name] = value.to(device)
+
+    def calculate_decay(self, iteration):
+        """Weight of the model's current value at ``iteration`` (upstream's ``calculate_dacay``)."""
+        return self.decay * math.exp(-(1 + iteration) / 2000) + (1 - self.decay)
+
+    calculate_dacay = calculate_decay  # upstream's spelling
+
+    def update(self, model, iteration):
+        weight = self.calculate_decay(iteration)
+        with torch.no_grad():
+            for name, value in self._named_tensors(model):
+                averaged = self.state[name]
+                if self.device:
+                    value = value.to(self.device)
+                # Integer buffers (num_batches_tracked) are truncated by copy_, as upstream.
+                averaged.copy_(averaged * (1 - weight) + value * weight)

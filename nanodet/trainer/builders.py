@@ -1,0 +1,111 @@
+"""Everything a training run needs besides the module: devices, data loaders, the Trainer."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from ..data.collate import collate_and_pad
+from ..util.logger import get_logger
+
+PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
+              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
+              "32-true": "32-true"}
+
+
+def resolve_devices(gpu_ids, device: str | None = None):
+    """(accelerator, devices) from the config's ``device.gpu_ids`` or a ``--device`` string.
+
+    ``--device`` accepts ``cpu``, ``cuda`` (all GPUs), ``cuda:0`` or ``cuda:0,1``. A request for
+    GPUs on a machine without CUDA falls back to the CPU with a warning, so a config written for
+    a GPU server still runs on a laptop.
+    """
+    if device is not None:
+        device = device.strip().lower()
+        if device == "cpu":
+            gpu_ids = -1
+        elif device in ("cuda", "gpu"):
+            gpu_ids = list(range(max(torch.cuda.device_count(), 1)))
+        elif device.startswith(("cuda:", "gpu:")):
+            try:
+                gpu_ids = [int(i) for i in device.split(":", 1)[1].split(",")]
+            except ValueError:
+                raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1") from None
+        else:
+            raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1")
+    if gpu_ids is None or gpu_ids == -1 or gpu_ids == [] or gpu_ids == [-1]:
+        return "cpu", 1
+    if isinstance(gpu_ids, int):
+        gpu_ids = [gpu_ids]
+    if not torch.cuda.is_available():
+        get_logger().warning("GPU %s requested but CUDA is not available: training on the CPU", list(gpu_ids))
+        return "cpu", 1
+    available = torch.cuda.device_count()
+    usable = [i for i in gpu_ids if i < available]
+    if len(usable) < len(gpu_ids):
+        get_logger().warning("GPU %s requested but only %d visible: using %s", list(gpu_ids), available, usable or [0])
+    return "gpu", usable or [0]
+
+
+def resolve_precision(precision, accelerator: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"device.precision: expected one of 32, 16, bf16; got {precision!r}")
+    resolved = PRECISIONS[precision]
+    if accelerator == "cpu" and resolved == "16-mixed":
+        get_logger().warning("fp16 mixed precision needs a GPU: using bf16-mixed on the CPU")
+        return "bf16-mixed"
+    return resolved
+
+
+def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None):
+    batch_size = batch_size or cfg.device.batchsize_per_gpu
+    num_workers = cfg.device.workers_per_gpu if num_workers is None else num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        collate_fn=functools.partial(collate_and_pad, divisible=32),
+        # Dropping a ragged last batch only makes sense when there is more than one batch.
+        drop_last=train and len(dataset) > batch_size,
+    )
+
+
+def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
+                  callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
+                  logger: bool = True) -> pl.Trainer:
+    """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs."""
+    save_dir = Path(save_dir)
+    accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
+    n_devices = devices if isinstance(devices, int) else len(devices)
+    last = ModelCheckpoint(dirpath=save_dir, filename="model_last", save_top_k=1,
+                           enable_version_counter=False, save_on_train_epoch_end=True)
+    best = ModelCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
+                           mode="max", save_top_k=1, enable_version_counter=False)
+    all_callbacks = [last, best, *callbacks]
+    if enable_progress_bar:
+        all_callbacks.append(TQDMProgressBar(refresh_rate=10))
+    return pl.Trainer(
+        default_root_dir=save_dir,
+        accelerator=accelerator,
+        devices=devices,
+        strategy="ddp" if n_devices > 1 else "auto",
+        precision=resolve_precision(cfg.device.precision, accelerator),
+        max_epochs=max_epochs or cfg.schedule.total_epochs,
+        check_val_every_n_epoch=val_every_n_epochs or cfg.schedule.val_intervals,
+        gradient_clip_val=cfg.grad_clip or None,
+        log_every_n_steps=cfg.log.interval,
+        num_sanity_val_steps=0,
+        callbacks=all_callbacks,
+        logger=TensorBoardLogger(save_dir, name="tensorboard", version="") if logger else False,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+        benchmark=accelerator == "gpu",
+    )

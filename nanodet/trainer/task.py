@@ -1,0 +1,233 @@
+"""The Lightning module that trains and evaluates a NanoDet detector.
+
+Lightning owns the loop, devices, DDP, precision, gradient clipping, checkpoints, progress bar and
+loggers. This module adds what is NanoDet's: the per-step warm-up on top of a per-epoch torch
+scheduler chosen by name, the EMA weight averager, and COCO/VOC evaluation of the collected
+detections at the end of each validation epoch. Checkpoints keep upstream's layout: the detector
+under ``model.`` and its EMA copy under ``avg_model.``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+
+from ..model.arch import build_model
+from ..model.weight_averager import build_weight_averager
+from ..util.check_point import save_model_state
+from ..util.io import atomic_write_json
+from ..util.logger import get_logger
+
+
+def warmup_factor(step: int, warmup_cfg, warmup_steps: int) -> float:
+    """Multiplier of the scheduled learning rate at optimizer step ``step`` (upstream's formulas)."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    progress = step / warmup_steps
+    ratio = warmup_cfg.ratio
+    if warmup_cfg.name == "constant":
+        return ratio
+    if warmup_cfg.name == "linear":
+        return 1.0 - (1.0 - progress) * (1.0 - ratio)
+    if warmup_cfg.name == "exp":
+        return ratio ** (1.0 - progress)
+    raise ValueError(f"schedule.warmup.name: unsupported warm-up '{warmup_cfg.name}'")
+
+
+def build_optimizer(optimizer_cfg, params):
+    optimizer_cfg = copy.deepcopy(dict(optimizer_cfg))
+    name = optimizer_cfg.pop("name")
+    return getattr(torch.optim, name)(params, **optimizer_cfg)
+
+
+def build_lr_scheduler(schedule_cfg, optimizer):
+    schedule_cfg = copy.deepcopy(dict(schedule_cfg))
+    name = schedule_cfg.pop("name")
+    return getattr(torch.optim.lr_scheduler, name)(optimizer, **schedule_cfg)
+
+
+class TrainingTask(pl.LightningModule):
+    """Train, validate and test one detector from a config.
+
+    Args:
+        cfg: the loaded config (``nanodet.util.load_config``).
+        evaluator: an evaluator over the validation set (``nanodet.evaluator.build_evaluator``);
+            without one, validation only collects detections.
+        model: an already-built detector, to continue from (default: build from ``cfg.model``).
+    """
+
+    def __init__(self, cfg, evaluator=None, model: torch.nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.model = model if model is not None else build_model(cfg.model)
+        self.evaluator = evaluator
+        self.weight_averager = None
+        self.avg_model = None
+        if cfg.model.get("weight_averager"):
+            self.weight_averager = build_weight_averager(cfg.model.weight_averager, device=torch.device("cpu"))
+            self.avg_model = copy.deepcopy(self.model)
+        self.best_metric = -math.inf
+        self.last_eval_results: dict = {}
+        self._detections: dict = {}
+        self._warmup_steps = cfg.schedule.warmup.steps
+        self._resumed = False
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, img):
+        return self.model(img)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and exported: the EMA average when there is one."""
+        return self.avg_model if self.avg_model is not None else self.model
+
+    @torch.no_grad()
+    def predict(self, batch, batch_idx=None, dataloader_idx=None):
+        model = self.eval_model
+        return model.head.post_process(model(batch["img"]), batch)
+
+    # ---------------------------------------------------------------- training
+    def on_fit_start(self):
+        # A warm-up longer than the whole run is never what a user meant.
+        total = self.trainer.estimated_stepping_batches
+        if math.isfinite(total):
+            self._warmup_steps = min(self.cfg.schedule.warmup.steps, int(total))
+        if self.weight_averager is not None:
+            self.weight_averager.to(self.device)
+            # On resume the checkpoint's average is the one to continue, not the raw weights.
+            self.weight_averager.load_from(self.avg_model if self._resumed else self.model)
+
+    def on_train_epoch_start(self):
+        self.model.set_epoch(self.current_epoch)
+
+    def compute_loss(self, batch):
+        """Loss and its named parts for one batch; continual-learning methods extend this."""
+        _, loss, loss_states = self.model.forward_train(batch)
+        return loss, loss_states
+
+    def training_step(self, batch, batch_idx):
+        loss, loss_states = self.compute_loss(batch)
+        batch_size = batch["img"].shape[0]
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in loss_states.items()},
+            on_step=True, on_epoch=False, batch_size=batch_size, logger=True,
+        )
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=batch_size)
+        if self.global_step % self.cfg.log.interval == 0:
+            self._log_train_line(batch_idx, loss_states)
+        return loss
+
+    def _log_train_line(self, batch_idx, loss_states):
+        if not self.trainer.is_global_zero:
+            return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] * warmup_factor(
+            self.global_step, self.cfg.schedule.warmup, self._warmup_steps
+        )
+        self.log("train/lr", lr, on_step=True, on_epoch=False, logger=True, rank_zero_only=True)
+        parts = "| ".join(f"{k}:{v.item():.4f}" for k, v in loss_states.items())
+        get_logger().info(
+            "Train|Epoch%d/%d|Iter%d(%d/%d)| lr:%.2e| %s",
+            self.current_epoch + 1, self.trainer.max_epochs, self.global_step, batch_idx + 1,
+            self.trainer.num_training_batches, lr, parts,
+        )
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        # The warm-up scales the scheduler's learning rate for this step only, so the
+        # scheduler's own (possibly recursive) state is never disturbed.
+        factor = warmup_factor(self.global_step, self.cfg.schedule.warmup, self._warmup_steps)
+        if factor == 1.0:
+            optimizer.step(closure=optimizer_closure)
+            return
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr * factor
+        optimizer.step(closure=optimizer_closure)
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.weight_averager is not None:
+            self.weight_averager.update(self.model, self.global_step)
+            if batch_idx + 1 == self.trainer.num_training_batches:
+                # Checkpoint callbacks run at epoch end, before module hooks: refresh now so
+                # ``avg_model.`` in the saved file is the current average.
+                self.weight_averager.apply_to(self.avg_model)
+
+    def trainable_parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.cfg.schedule.optimizer, self.trainable_parameters())
+        scheduler = build_lr_scheduler(self.cfg.schedule.lr_schedule, optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -------------------------------------------------------------- validation
+    def on_validation_epoch_start(self):
+        self._detections = {}
+        if self.weight_averager is not None:
+            self.weight_averager.apply_to(self.avg_model)
+
+    def validation_step(self, batch, batch_idx):
+        self._detections.update(self.predict(batch))
+
+    def on_validation_epoch_end(self):
+        results = self._evaluate_collected()
+        if results is None:
+            return
+        scalars = {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
+        self.log_dict({f"val/{k}": v for k, v in scalars.items()}, logger=True, sync_dist=False)
+        save_key = self.cfg.evaluator.save_key
+        if save_key not in scalars:
+            get_logger().warning("evaluator.save_key '%s' is not among the metrics %s", save_key, sorted(scalars))
+            return
+        if self.trainer.is_global_zero:
+            get_logger().info(
+                "Val|Epoch%d| %s", self.current_epoch + 1,
+                "| ".join(f"{k}:{v:.4f}" for k, v in scalars.items()),
+            )
+            if scalars[save_key] > self.best_metric:
+                self.best_metric = scalars[save_key]
+                best_dir = Path(self.cfg.save_dir) / "model_best"
+                save_model_state(best_dir / "nanodet_model_best.pth", self.eval_model)
+                atomic_write_json(best_dir / "eval_results.json", {"epoch": self.current_epoch + 1, **results})
+
+    def _evaluate_collected(self):
+        """Gather detections from every rank, evaluate on rank 0, share the metrics with all."""
+        detections = self._detections
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, detections)
+            detections = {k: v for part in gathered for k, v in part.items()}
+        results = None
+        if self.evaluator is not None and self.trainer.is_global_zero:
+            results = self.evaluator.evaluate(detections)
+        results = self.trainer.strategy.broadcast(results, src=0)
+        self.last_eval_results = results or {}
+        self._detections = {}
+        return results
+
+    # -------------------------------------------------------------------- test
+    def on_test_epoch_start(self):
+        self.on_validation_epoch_start()
+
+    def test_step(self, batch, batch_idx):
+        self._detections.update(self.predict(batch))
+
+    def on_test_epoch_end(self):
+        results = self._evaluate_collected()
+        if results is not None and self.trainer.is_global_zero:
+            atomic_write_json(Path(self.cfg.save_dir) / "eval_results.json", results)
+
+    # -------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["cfg"] = self.cfg.to_dict() if hasattr(self.cfg, "to_dict") else dict(self.cfg)
+        checkpoint["best_metric"] = self.best_metric
+
+    def on_load_checkpoint(self, checkpoint):
+        self.best_metric = checkpoint.get("best_metric", -math.inf)
+        self._resumed = True

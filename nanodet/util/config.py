@@ -1,0 +1,311 @@
+"""YAML configuration with attribute access, upstream NanoDet's keys and defaults, and strict keys.
+
+Upstream NanoDet accepted any key and failed (or silently ignored it) mid-run; the original
+continual-learning fork crashed hours in on ``schedule.epochs`` versus ``total_epochs``. Here every
+key is checked when the file is loaded:
+
+* plain sections (``device``, ``schedule``, ``log``...) against the defaults below;
+* component nodes (those with a ``name``: backbone, neck, head, dataset, evaluator, optimizer,
+  scheduler...) against the constructor signature of the class the name selects, so the builders
+  and the checker can never disagree.
+
+An unknown key fails with its dotted path, the file it came from and the nearest valid name.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: unknown key, bad value, unreadable file."""
+
+
+class CfgNode(dict):
+    """A dict whose keys are also attributes, recursively (``cfg.model.arch.head.num_classes``)."""
+
+    def __init__(self, data: Mapping | None = None):
+        super().__init__()
+        for key, value in (data or {}).items():
+            self[key] = value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, _to_node(value))
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+    def __delattr__(self, key):
+        try:
+            del self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __deepcopy__(self, memo):
+        return CfgNode(copy.deepcopy(dict(self), memo))
+
+    def update(self, other=(), **kwargs):  # keep nested dicts as nodes
+        for key, value in dict(other, **kwargs).items():
+            self[key] = value
+
+    def to_dict(self) -> dict:
+        """Plain nested dicts and lists, e.g. for YAML or JSON dumps."""
+        return _to_plain(self)
+
+    def defrost(self):  # upstream (yacs) API; nodes here are never frozen
+        return self
+
+    def freeze(self):
+        return self
+
+
+def _to_node(value):
+    if isinstance(value, CfgNode):
+        return value
+    if isinstance(value, Mapping):
+        return CfgNode(value)
+    if isinstance(value, list):
+        return [_to_node(v) for v in value]
+    return value
+
+
+def _to_plain(value):
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# Upstream NanoDet's defaults for the plain sections. A key absent here is unknown, except inside
+# component nodes (checked against constructor signatures) and the open sections below.
+DEFAULTS: dict[str, Any] = {
+    "save_dir": "workspace/default",
+    "config_path": None,  # set by the loader: the file this config came from
+    "class_names": [],
+    "model": {"arch": None, "weight_averager": None},
+    "data": {"train": None, "val": None},
+    "device": {
+        "gpu_ids": -1,  # -1: CPU; a list of CUDA device indices otherwise
+        "workers_per_gpu": 4,
+        "batchsize_per_gpu": 32,
+        "precision": 32,
+    },
+    "schedule": {
+        "resume": None,
+        "load_model": None,
+        "optimizer": {"name": "AdamW", "lr": 0.001, "weight_decay": 0.05},
+        "warmup": {"name": "linear", "steps": 500, "ratio": 0.0001},
+        "total_epochs": 100,
+        "lr_schedule": {"name": "CosineAnnealingLR", "T_max": 100, "eta_min": 0.00005},
+        "val_intervals": 10,
+    },
+    "grad_clip": 35,
+    "evaluator": {"name": "CocoDetectionEvaluator", "save_key": "mAP"},
+    "log": {"interval": 50},
+    "test": {},
+}
+
+# Sections whose keys are free-form (nothing reads them by name).
+OPEN_SECTIONS = {"test"}
+
+# Component nodes: dotted path -> where the classes selected by ``name`` live, as
+# "module:attribute" of a dict registry, or "module." for a namespace such as torch.optim.
+# Imported lazily by name so that this lowest layer does not import the model or data packages.
+COMPONENTS = {
+    "model.arch": "nanodet.model.arch:ARCHS",
+    "model.arch.backbone": "nanodet.model.backbone:BACKBONES",
+    "model.arch.fpn": "nanodet.model.fpn:FPNS",
+    "model.arch.head": "nanodet.model.head:HEADS",
+    "model.arch.aux_head": "nanodet.model.head:HEADS",
+    "model.weight_averager": "nanodet.model.weight_averager:WEIGHT_AVERAGERS",
+    "data.train": "nanodet.data.dataset:DATASETS",
+    "data.val": "nanodet.data.dataset:DATASETS",
+    "evaluator": "nanodet.evaluator:EVALUATORS",
+    "schedule.optimizer": "torch.optim.",
+    "schedule.lr_schedule": "torch.optim.lr_scheduler.",
+}
+# Dict-valued constructor arguments whose own keys are checked against a fixed list.
+NESTED_KEYS = {
+    "data.train.pipeline": "nanodet.data.transform:PIPELINE_KEYS",
+    "data.val.pipeline": "nanodet.data.transform:PIPELINE_KEYS",
+}
+# Arguments that the builders fill in themselves; a YAML file must not set them.
+INJECTED_ARGS = {"self", "params", "optimizer", "mode", "dataset", "keep_classes"}
+WARMUP_NAMES = ("constant", "linear", "exp")
+
+
+def _nearest(key: str, valid: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {sorted(valid)}"
+
+
+def _resolve(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    if spec.endswith("."):  # a namespace: every public class of the module
+        module = importlib.import_module(spec[:-1])
+        return {n: c for n, c in vars(module).items() if inspect.isclass(c) and not n.startswith("_")}
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _signature_args(cls) -> tuple[set[str], bool]:
+    """Keyword arguments a class accepts, and whether it also takes **kwargs."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - INJECTED_ARGS, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _check_component(node, path: str, source: str):
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{source}: '{path}' must be a mapping with a 'name', got {node!r}")
+    registry = _resolve(COMPONENTS[path])
+    name = node.get("name")
+    if name not in registry:
+        raise ConfigError(
+            f"{source}: unknown {path}.name '{name}'{_nearest(str(name), registry)}"
+        )
+    accepted, takes_any = _signature_args(registry[name])
+    for key, value in node.items():
+        key_path = f"{path}.{key}"
+        if key == "name":
+            continue
+        if not takes_any and key not in accepted:
+            raise ConfigError(
+                f"{source}: unknown key '{key_path}' for {name}{_nearest(key, accepted)}"
+            )
+        if key_path in COMPONENTS and value is not None:
+            _check_component(value, key_path, source)
+        elif key_path in NESTED_KEYS and value is not None:
+            _check_plain(value, dict.fromkeys(_resolve(NESTED_KEYS[key_path])), key_path, source)
+
+
+def _check_plain(node, schema: Mapping, path: str, source: str):
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{source}: '{path}' must be a mapping, got {node!r}")
+    for key, value in node.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in schema:
+            raise ConfigError(f"{source}: unknown key '{key_path}'{_nearest(str(key), schema)}")
+        if key_path in COMPONENTS:
+            if value is not None:
+                _check_component(value, key_path, source)
+        elif key_path in OPEN_SECTIONS:
+            continue
+        elif isinstance(schema[key], Mapping) and value is not None:
+            _check_plain(value, schema[key], key_path, source)
+
+
+def validate_config(cfg: Mapping, source: str = "config"):
+    """Raise ConfigError naming the first unknown key or invalid value in ``cfg``."""
+    _check_plain(cfg, DEFAULTS, "", source)
+    warmup = cfg.get("schedule", {}).get("warmup", {})
+    if warmup.get("name") not in WARMUP_NAMES:
+        raise ConfigError(
+            f"{source}: schedule.warmup.name must be one of {WARMUP_NAMES}, got {warmup.get('name')!r}"
+        )
+    names = cfg.get("class_names") or []
+    arch = (cfg.get("model") or {}).get("arch") or {}
+    for head_key in ("head", "aux_head"):
+        head = arch.get(head_key) or {}
+        if names and "num_classes" in head and head["num_classes"] != len(names):
+            raise ConfigError(
+                f"{source}: model.arch.{head_key}.num_classes is {head['num_classes']} but "
+                f"class_names has {len(names)} entries; they must agree"
+            )
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"{source}: class_names has duplicates: {duplicates}")
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    """Recursively merge ``update`` into a copy of ``base``; component nodes are replaced whole."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and "name" not in value:
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"schedule.total_epochs=5"`` -> (["schedule", "total_epochs"], 5); the value is YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE with a dotted KEY, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                prefix = ".".join(keys[: depth + 1])
+                raise ConfigError(f"--set {text!r}: '{prefix}' is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def read_config(path: str | Path, overrides: Iterable[str] = ()) -> CfgNode:
+    """Load a YAML config over the defaults, apply ``--set`` overrides and check every key."""
+    overrides = list(overrides)
+    user = apply_overrides(_to_plain(read_yaml(path)), overrides)
+    merged = _merge(DEFAULTS, user)
+    source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
+    validate_config(merged, source)
+    merged["config_path"] = str(path)
+    return CfgNode(merged)
+
+
+def load_config(cfg: CfgNode, path: str | Path, overrides: Iterable[str] = ()) -> CfgNode:
+    """Upstream's API: fill ``cfg`` (usually ``nanodet.util.cfg``) in place from a file."""
+    loaded = read_config(path, overrides)
+    cfg.clear()
+    cfg.update(loaded)
+    return cfg
+
+
+def config_name(cfg: Mapping) -> str:
+    """Short name of a config, from its file name (``cfg/VOC.yml`` -> ``VOC``)."""
+    return Path(cfg.get("config_path", "config")).stem
+
+
+cfg = CfgNode(copy.deepcopy(DEFAULTS))

@@ -1,0 +1,114 @@
+"""Detect objects in an image or a folder of images and save copies with the boxes drawn.
+
+    python tools/inference.py cfg/VOC.yml --model workspace/VOC/model_best.ckpt \
+        --path IMAGE_OR_DIR --save-dir out/ [--score 0.35] [--device cuda]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from nanodet.data.collate import collate_and_pad  # noqa: E402
+from nanodet.data.transform import Pipeline  # noqa: E402
+from nanodet.model.arch import build_model  # noqa: E402
+from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class Predictor:
+    """A detector plus the val pipeline: BGR image in, boxes in the image's own pixels out."""
+
+    def __init__(self, cfg, model_path, device="cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = build_model(cfg.model)
+        load_model_weight(self.model, model_path, strict=True)
+        self.model.eval().to(self.device)
+        val = cfg.data.val
+        self.pipeline = Pipeline(val.pipeline, val.keep_ratio, augment=False)
+        self.input_size = tuple(val.input_size)
+
+    @torch.no_grad()
+    def __call__(self, img: np.ndarray, img_id: int = 0):
+        """Detections of one BGR image: list of (label, score, [x0, y0, x1, y1])."""
+        height, width = img.shape[:2]
+        meta = {
+            "img": img,
+            "img_info": {"file_name": "", "height": height, "width": width, "id": img_id},
+            "gt_bboxes": np.zeros((0, 4), np.float32),
+            "gt_labels": np.zeros((0,), np.int64),
+        }
+        meta = self.pipeline(None, meta, self.input_size)
+        meta["img"] = torch.from_numpy(np.ascontiguousarray(meta["img"].transpose(2, 0, 1)))
+        batch = collate_and_pad([meta], divisible=32)
+        batch["img"] = batch["img"].to(self.device)
+        results = self.model.inference(batch)[img_id]
+        return [(label, float(box[4]), [float(v) for v in box[:4]])
+                for label, boxes in results.items() for box in boxes]
+
+
+def draw_detections(img, detections, class_names, score_threshold):
+    img = img.copy()
+    for label, score, (x0, y0, x1, y1) in detections:
+        if score < score_threshold:
+            continue
+        hue = int(179 * label / max(len(class_names), 1))
+        color = tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0])
+        p0, p1 = (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1)))
+        cv2.rectangle(img, p0, p1, color, 2)
+        text = f"{class_names[label]} {score:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        cv2.rectangle(img, (p0[0], max(p0[1] - th - 4, 0)), (p0[0] + tw + 2, max(p0[1], th + 4)), color, -1)
+        cv2.putText(img, text, (p0[0] + 1, max(p0[1] - 3, th)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    return img
+
+
+def list_images(path: Path):
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file():
+        return [path]
+    raise SystemExit(f"error: --path {path} does not exist")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--model", required=True, help="checkpoint (.ckpt) or weights (.pth)")
+    parser.add_argument("--path", required=True, help="an image or a folder of images")
+    parser.add_argument("--save-dir", required=True, help="folder for the annotated images")
+    parser.add_argument("--score", type=float, default=0.35, help="draw boxes scoring at least this")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_config_override_arg(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args.config, args)
+    try:
+        predictor = Predictor(cfg, args.model, args.device)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
+
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    images = list_images(Path(args.path))
+    for index, image_path in enumerate(images):
+        img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if img is None:
+            get_logger().warning("skipping %s: not a readable image", image_path)
+            continue
+        detections = predictor(img, img_id=index)
+        kept = sum(score >= args.score for _, score, _ in detections)
+        cv2.imwrite(str(save_dir / image_path.name), draw_detections(img, detections, cfg.class_names, args.score))
+        get_logger().info("%s: %d detections above %.2f", image_path.name, kept, args.score)
+    return save_dir
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Train a NanoDet detector on a config's data (plain or joint training).
+
+    python tools/train.py cfg/VOC.yml [--seed 1234] [--device cpu|cuda|cuda:0,1] [--set KEY=VALUE ...]
+
+Writes into ``save_dir``: model_last.ckpt and model_best.ckpt (Lightning, upstream's key
+layout), model_best/nanodet_model_best.pth (plain weights), train.log, train_cfg.yml and
+TensorBoard scalars. Re-running with ``--resume`` continues from model_last.ckpt.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pytorch_lightning as pl  # noqa: E402
+import yaml  # noqa: E402
+
+from nanodet.data.dataset import build_dataset  # noqa: E402
+from nanodet.evaluator import build_evaluator  # noqa: E402
+from nanodet.trainer import TrainingTask, build_dataloader, build_trainer  # noqa: E402
+from nanodet.util import add_log_file, get_logger, load_model_weight  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.io import atomic_write_text  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="config file, e.g. cfg/VOC.yml")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: none)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 or cuda:0,1 (default: the config's gpu_ids)")
+    parser.add_argument("--resume", action="store_true", help="continue from save_dir/model_last.ckpt")
+    add_config_override_arg(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = config_from_args(args.config, args)
+    save_dir = Path(cfg.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    add_log_file(save_dir / "train.log")
+    logger = get_logger()
+    atomic_write_text(save_dir / "train_cfg.yml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if args.seed is not None:
+        pl.seed_everything(args.seed, workers=True)
+
+    train_dataset = build_dataset(cfg.data.train, "train", class_names=cfg.class_names)
+    val_dataset = build_dataset(cfg.data.val, "val", class_names=cfg.class_names)
+    logger.info("train images: %d, val images: %d", len(train_dataset), len(val_dataset))
+    task = TrainingTask(cfg, build_evaluator(cfg.evaluator, val_dataset))
+    if cfg.schedule.load_model:
+        load_model_weight(task.model, cfg.schedule.load_model, strict=False)
+        logger.info("loaded weights from %s", cfg.schedule.load_model)
+
+    resume_path = None
+    if args.resume or cfg.schedule.resume:
+        resume_path = cfg.schedule.resume if isinstance(cfg.schedule.resume, str) else save_dir / "model_last.ckpt"
+        if not Path(resume_path).is_file():
+            raise SystemExit(f"--resume: no checkpoint at {resume_path}")
+
+    trainer = build_trainer(cfg, save_dir, device=args.device)
+    trainer.fit(
+        task,
+        build_dataloader(train_dataset, cfg, train=True),
+        build_dataloader(val_dataset, cfg, train=False),
+        ckpt_path=resume_path,
+    )
+    if task.last_eval_results:
+        logger.info("last evaluation: %s", {k: v for k, v in task.last_eval_results.items() if isinstance(v, float)})
+
+
+if __name__ == "__main__":
+    main()
