@@ -288,10 +288,15 @@ def _place_objects(rng, width, height, num_objects):
     return placed, occupancy
 
 
-def render_image(rng, width, height):
-    """One image (BGR uint8) and its objects as (label, [x0, y0, x1, y1]) with tight boxes."""
-    img = _background(height, width, rng)
-    _clutter(img, rng)
+def render_image(rng, width, height, clean: bool = False):
+    """One image (BGR uint8) and its objects as (label, [x0, y0, x1, y1]) with tight boxes.
+
+    ``clean`` draws the objects on a black background without clutter, blur or noise, so tests
+    can check boxes against the drawn pixels.
+    """
+    img = np.zeros((height, width, 3), np.float32) if clean else _background(height, width, rng)
+    if not clean:
+        _clutter(img, rng)
     placed, occupancy = _place_objects(rng, width, height, int(rng.integers(1, 9)))
     objects = []
     for index, (label, mask, x, y) in enumerate(placed):
@@ -308,6 +313,8 @@ def render_image(rng, width, height):
         full = mask[y0 - y:y1 - y, x0 - x:x1 - x]
         ys, xs = np.nonzero(full)
         objects.append((label, [x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1]))
+    if clean:
+        return np.clip(img, 0, 255).astype(np.uint8), objects
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), 0)
     # Sensor noise from OpenCV's generator (numpy's is 20x slower here), seeded from ours.

@@ -5,6 +5,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from .base import AnnotationError, BaseDataset, ImageRecord, filter_records
 from .coco import CocoDataset
+from .synthetic import SyntheticDataset
 from .xml_dataset import XMLDataset
 from .yolo import YoloDataset
 
@@ -13,6 +14,7 @@ DATASETS = {
     "VOCDataset": XMLDataset,  # VOC is the XML format; the name reads better in VOC configs
     "CocoDataset": CocoDataset,
     "YoloDataset": YoloDataset,
+    "SyntheticDataset": SyntheticDataset,
 }
 
 
@@ -39,4 +41,4 @@ def build_dataset(dataset_cfg: Mapping, mode: str, class_names: Optional[Sequenc
 
 
 __all__ = ["DATASETS", "AnnotationError", "BaseDataset", "CocoDataset", "ImageRecord",
-           "XMLDataset", "YoloDataset", "build_dataset", "filter_records"]
+           "SyntheticDataset", "XMLDataset", "YoloDataset", "build_dataset", "filter_records"]

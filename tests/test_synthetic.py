@@ -1,0 +1,134 @@
+"""The embedded synthetic benchmark: determinism, exact boxes, VOC/COCO agreement, first-use generation."""
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nanodet.data.dataset import build_dataset
+from nanodet.data.synthetic import (
+    SYNTHETIC_CLASSES, SyntheticSpec, ensure_generated, generate, read_spec, render_image,
+)
+
+SMALL = SyntheticSpec(train=40, test=24, seed=3, width=160, height=128)
+PIPELINE = {"normalize": [[103.53, 116.28, 123.675], [57.375, 57.12, 58.395]]}
+
+
+def digest_tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("syn") / "set", SMALL, workers=1)
+
+
+def voc_objects(root: Path, image_id: str):
+    tree = ET.parse(root / "Annotations" / f"{image_id}.xml").getroot()
+    objects = []
+    for obj in tree.iter("object"):
+        box = obj.find("bndbox")
+        objects.append((SYNTHETIC_CLASSES.index(obj.findtext("name")),
+                        [int(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]))
+    return objects
+
+
+def test_same_arguments_give_byte_identical_files(small_set, tmp_path):
+    again = generate(tmp_path / "again", SMALL, workers=2)  # also independent of the worker count
+    assert digest_tree(small_set) == digest_tree(again)
+    other = generate(tmp_path / "other", SyntheticSpec(**{**SMALL.to_json(), "seed": 4}), workers=1)
+    assert digest_tree(other) != digest_tree(small_set)
+
+
+def test_layout_and_marker(small_set):
+    assert (small_set / "ImageSets/Main/trainval.txt").read_text().split() == [f"trainval_{i:06d}" for i in range(40)]
+    assert len((small_set / "ImageSets/Main/test.txt").read_text().split()) == 24
+    assert len(list((small_set / "JPEGImages").glob("*.jpg"))) == 64
+    assert read_spec(small_set) == SMALL
+
+
+@pytest.mark.parametrize("split", ["trainval", "test"])
+def test_voc_and_coco_annotations_agree(small_set, split):
+    coco = json.loads((small_set / "annotations" / f"{split}.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == SYNTHETIC_CLASSES
+    by_image = {}
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        by_image.setdefault(ann["image_id"], []).append((ann["category_id"] - 1, [x, y, x + w, y + h]))
+    for image in coco["images"]:
+        image_id = Path(image["file_name"]).stem
+        assert voc_objects(small_set, image_id) == by_image.get(image["id"], [])
+
+
+def test_one_to_eight_objects_with_boxes_inside_the_image(small_set):
+    for split, count in (("trainval", 40), ("test", 24)):
+        for i in range(count):
+            objects = voc_objects(small_set, f"{split}_{i:06d}")
+            assert 1 <= len(objects) <= 8
+            for _, (x0, y0, x1, y1) in objects:
+                assert 0 <= x0 < x1 <= SMALL.width and 0 <= y0 < y1 <= SMALL.height
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_boxes_enclose_the_drawn_objects_tightly(seed):
+    img, objects = render_image(np.random.default_rng([99, seed]), 200, 160, clean=True)
+    drawn = img.max(axis=2) > 0
+    inside = np.zeros_like(drawn)
+    for _, (x0, y0, x1, y1) in objects:
+        inside[y0:y1, x0:x1] = True
+    assert not (drawn & ~inside).any(), "object pixels outside every box"
+    if len(objects) == 1:  # unoccluded: each edge of the box touches the object
+        x0, y0, x1, y1 = objects[0][1]
+        crop = drawn[y0:y1, x0:x1]
+        assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+
+
+def test_every_class_appears_in_both_splits_and_objects_co_occur(tmp_path):
+    root = generate(tmp_path / "set", SyntheticSpec(train=150, test=150, seed=0, width=160, height=160), workers=1)
+    for split in ("trainval", "test"):
+        coco = json.loads((root / "annotations" / f"{split}.json").read_text())
+        counts = np.bincount([a["category_id"] - 1 for a in coco["annotations"]], minlength=20)
+        assert (counts > 0).all(), counts
+        assert counts.max() < 3 * counts.min() + 10  # roughly balanced
+        classes_per_image = {}
+        for a in coco["annotations"]:
+            classes_per_image.setdefault(a["image_id"], set()).add(a["category_id"])
+        assert np.mean([len(c) > 1 for c in classes_per_image.values()]) > 0.5
+
+
+def test_config_dataset_generates_missing_data_on_first_use(tmp_path):
+    root = tmp_path / "data" / "synthetic_small"
+    node = {"name": "SyntheticDataset", "root": str(root), "split": "trainval",
+            "synthetic": SMALL.to_json(), "input_size": [160, 128], "pipeline": PIPELINE}
+    dataset = build_dataset(node, "train", class_names=SYNTHETIC_CLASSES)
+    assert read_spec(root) == SMALL and len(dataset) == 40
+    sample = dataset[0]
+    assert sample["img"].shape[0] == 3 and len(sample["gt_labels"]) >= 1
+    stamp = (root / "synthetic.json").stat().st_mtime_ns
+    test_set = build_dataset(dict(node, split="test"), "val", class_names=SYNTHETIC_CLASSES)
+    assert len(test_set) == 24 and (root / "synthetic.json").stat().st_mtime_ns == stamp  # reused
+
+    changed = dict(node, synthetic={**SMALL.to_json(), "seed": 5})
+    with pytest.raises(FileExistsError, match="synthetic_small"):
+        build_dataset(changed, "train", class_names=SYNTHETIC_CLASSES)
+
+
+def test_bad_synthetic_arguments_are_named(tmp_path):
+    node = {"name": "SyntheticDataset", "root": str(tmp_path / "s"), "synthetic": {"trian": 5},
+            "input_size": [160, 128], "pipeline": PIPELINE}
+    with pytest.raises(ValueError, match="trian"):
+        build_dataset(node, "train", class_names=SYNTHETIC_CLASSES)
+    with pytest.raises(ValueError, match="class_names"):
+        build_dataset(dict(node, synthetic={}), "train", class_names=["a", "b"])
+
+
+def test_existing_foreign_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError):
+        ensure_generated(tmp_path / "busy", SMALL)
+    assert (tmp_path / "busy" / "mine.txt").read_text() == "keep"
