@@ -128,6 +128,16 @@ def test_loss_without_gt_is_only_the_negative_classification_term():
     loss.backward()  # still connected to the graph
 
 
+def test_loss_is_computed_in_fp32_under_autocast():
+    head = make_head()
+    preds = head(level_feats(batch=2)).detach()
+    meta = gt_meta(batch=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, states = head.loss(preds, meta)
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == head.loss(preds, meta)[0].item()
+
+
 def test_gt_given_as_tensors_gives_the_same_loss():
     head = make_head()
     preds = head(level_feats(batch=2))

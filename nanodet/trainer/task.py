@@ -125,9 +125,8 @@ class TrainingTask(pl.LightningModule):
     def _log_train_line(self, batch_idx, loss_states):
         if not self.trainer.is_global_zero:
             return
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] * warmup_factor(
-            self.global_step, self.cfg.schedule.warmup, self._warmup_steps
-        )
+        # training_step runs inside the optimizer's closure, where the warm-up is already applied.
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/lr", lr, on_step=True, on_epoch=False, logger=True, rank_zero_only=True)
         parts = "| ".join(f"{k}:{v.item():.4f}" for k, v in loss_states.items())
         get_logger().info(

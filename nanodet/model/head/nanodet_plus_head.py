@@ -6,7 +6,6 @@ keys; keep them.
 """
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -71,9 +70,13 @@ def _gt_batch_to_device(items, row_shape, dtype, device):
     copy for the whole batch instead of one per image."""
     tensors = [torch.as_tensor(item).reshape((-1,) + row_shape) for item in items]
     counts = [t.shape[0] for t in tensors]
-    if all(t.device.type == "cpu" for t in tensors):
-        return list(torch.cat(tensors).to(device=device, dtype=dtype).split(counts))
-    return [t.to(device=device, dtype=dtype) for t in tensors]
+    if not all(t.device.type == "cpu" for t in tensors):
+        return [t.to(device=device, dtype=dtype) for t in tensors]
+    flat = torch.cat(tensors).to(dtype)
+    if device.type == "cuda":
+        # From pinned memory the copy is asynchronous: the GPU queue is not drained each step.
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    return list(flat.to(device).split(counts))
 
 
 def _as_list(values):
@@ -202,7 +205,7 @@ class NanoDetPlusHead(nn.Module):
         preds, _ = self.forward_with_towers(feats)
         if torch.onnx.is_in_onnx_export():
             # Exported models output class probabilities, as upstream's ONNX graph.
-            cls_preds, reg_preds = preds.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
+            cls_preds, reg_preds = self._split(preds)
             preds = torch.cat([cls_preds.sigmoid(), reg_preds], dim=-1)
         return preds
 
@@ -252,14 +255,19 @@ class NanoDetPlusHead(nn.Module):
         Returns:
             (loss, loss_states): the total and its named terms.
         """
-        preds = preds.float()
+        # Always in fp32, also under autocast: decoded boxes and IoUs need the precision.
+        with torch.autocast(preds.device.type, enabled=False):
+            aux_preds = None if aux_preds is None else aux_preds.float()
+            return self._loss(preds.float(), gt_meta, aux_preds)
+
+    def _loss(self, preds, gt_meta, aux_preds):
         input_height, input_width = gt_meta["img"].shape[2:]
         priors = self.get_center_priors(input_height, input_width, preds.device)
         cls_preds, reg_preds = self._split(preds)
         decoded_bboxes = self.decode(priors, reg_preds)
 
         if aux_preds is not None:
-            aux_cls_preds, aux_reg_preds = self._split(aux_preds.float())
+            aux_cls_preds, aux_reg_preds = self._split(aux_preds)
             aux_decoded_bboxes = self.decode(priors, aux_reg_preds)
             targets = self.target_assign(
                 aux_cls_preds.detach(), priors, aux_decoded_bboxes.detach(), gt_meta
@@ -397,8 +405,9 @@ class NanoDetPlusHead(nn.Module):
         input-image pixels (boxes clipped to the input)."""
         input_height, input_width = img_metas["img"].shape[2:]
         priors = self.get_center_priors(input_height, input_width, cls_preds.device)
-        bboxes = self.decode(priors, reg_preds, max_shape=(input_height, input_width))
-        scores = cls_preds.sigmoid()
+        with torch.autocast(cls_preds.device.type, enabled=False):
+            bboxes = self.decode(priors, reg_preds.float(), max_shape=(input_height, input_width))
+            scores = cls_preds.float().sigmoid()
         return [
             multiclass_nms(
                 bboxes[i], scores[i], self.score_thr, self.nms_iou_threshold, self.max_per_img

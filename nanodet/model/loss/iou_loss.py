@@ -45,13 +45,13 @@ def bbox_overlaps(bboxes1, bboxes2, mode="iou", is_aligned=False, eps=1e-6):
     overlap = wh[..., 0] * wh[..., 1]
     union = area1 + area2 - overlap if mode in ("iou", "giou") else area1
 
-    eps = union.new_tensor([eps])
-    union = torch.max(union, eps)
+    # clamp, not max against a new eps tensor: that would copy from the host every call.
+    union = union.clamp(min=eps)
     ious = overlap / union
     if mode != "giou":
         return ious
     enclosed_wh = (torch.max(b1[..., 2:], b2[..., 2:]) - torch.min(b1[..., :2], b2[..., :2])).clamp(min=0)
-    enclosed_area = torch.max(enclosed_wh[..., 0] * enclosed_wh[..., 1], eps)
+    enclosed_area = (enclosed_wh[..., 0] * enclosed_wh[..., 1]).clamp(min=eps)
     return ious - (enclosed_area - union) / enclosed_area
 
 

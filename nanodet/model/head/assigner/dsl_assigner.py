@@ -128,7 +128,7 @@ class DynamicSoftLabelAssigner:
         Non-candidates get zero IoU (they add nothing to a GT's top-k sum) and infinite
         cost (they are never among the chosen, since k never exceeds the candidate count).
         """
-        num_priors, num_gts = cost.shape
+        num_priors = cost.size(0)
         k = min(self.topk, num_priors)
         candidate_ious = ious.masked_fill(~candidates[:, None], 0.0)
         dynamic_ks = candidate_ious.topk(k, dim=0).values.sum(dim=0).int().clamp(min=1)
@@ -140,5 +140,5 @@ class DynamicSoftLabelAssigner:
         matching &= candidates[:, None]
 
         conflicted = matching.sum(dim=1) > 1
-        cheapest_gt = F.one_hot(cost.argmin(dim=1), num_gts).bool()
+        cheapest_gt = torch.zeros_like(matching).scatter_(1, cost.argmin(dim=1, keepdim=True), True)
         return torch.where(conflicted[:, None], cheapest_gt, matching)
