@@ -1,0 +1,157 @@
+"""Training end to end on the CPU: tools/train.py, checkpoints, resume, tools/test.py, tools/inference.py."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanodet.model.arch import build_model
+from nanodet.trainer.builders import resolve_devices, resolve_precision
+from nanodet.trainer.task import warmup_factor
+from nanodet.util import CfgNode, CheckpointError, load_model_weight, read_checkpoint, read_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_overrides(tmp_path, epochs=2):
+    return [
+        f"save_dir={tmp_path / 'work'}",
+        f"data.train.root={tmp_path / 'data'}", f"data.val.root={tmp_path / 'data'}",
+        "data.train.synthetic={train: 24, test: 8, seed: 1, width: 128, height: 128}",
+        "data.val.synthetic={train: 24, test: 8, seed: 1, width: 128, height: 128}",
+        "data.train.input_size=[128, 128]", "data.val.input_size=[128, 128]",
+        "device.gpu_ids=-1", "device.workers_per_gpu=0", "device.batchsize_per_gpu=8",
+        f"schedule.total_epochs={epochs}", f"schedule.lr_schedule.T_max={epochs}",
+        "schedule.val_intervals=1", "schedule.warmup.steps=4", "log.interval=1",
+    ]
+
+
+def as_args(overrides):
+    return [arg for text in overrides for arg in ("--set", text)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("train")
+    overrides = tiny_overrides(tmp_path)
+    load_tool("train").main(["cfg/demo.yml", "--seed", "0", *as_args(overrides)])
+    return tmp_path, overrides
+
+
+def test_training_writes_checkpoints_logs_and_config(trained):
+    tmp_path, _ = trained
+    work = tmp_path / "work"
+    for name in ("model_last.ckpt", "model_best.ckpt", "model_best/nanodet_model_best.pth",
+                 "model_best/eval_results.json", "train.log", "train_cfg.yml"):
+        assert (work / name).is_file(), name
+    assert list((work / "tensorboard").glob("events.out.tfevents.*"))
+    log = (work / "train.log").read_text()
+    assert "Train|Epoch1/2" in log and "Val|Epoch2" in log
+    checkpoint = read_checkpoint(work / "model_last.ckpt")
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 6  # 24 images, batch 8, 2 epochs
+    assert all(k.startswith("model.") for k in checkpoint["state_dict"])  # upstream's layout
+
+
+def test_checkpoints_load_back_and_reproduce_the_validation_metric(trained):
+    tmp_path, overrides = trained
+    best = read_checkpoint(tmp_path / "work" / "model_best.ckpt")
+    logged = best["callbacks"]
+    test_tool = load_tool("test")
+    from_ckpt = test_tool.main(["cfg/demo.yml", "--model", str(tmp_path / "work" / "model_best.ckpt"),
+                                "--device", "cpu", *as_args(overrides)])
+    from_pth = test_tool.main(["cfg/demo.yml", "--model", str(tmp_path / "work/model_best/nanodet_model_best.pth"),
+                               "--device", "cpu", *as_args(overrides)])
+    assert from_ckpt["mAP"] == from_pth["mAP"]
+    best_score = [v["best_model_score"] for k, v in logged.items() if "model_best" in str(v.get("best_model_path", ""))]
+    assert best_score and math.isclose(float(best_score[0]), from_ckpt["mAP"], rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_resume_continues_from_the_last_epoch(trained, tmp_path):
+    source, overrides = trained
+    import shutil
+
+    shutil.copytree(source / "work", tmp_path / "work")
+    overrides = [o for o in overrides if not o.startswith(("save_dir", "schedule.total_epochs"))]
+    overrides += [f"save_dir={tmp_path / 'work'}", "schedule.total_epochs=3"]
+    load_tool("train").main(["cfg/demo.yml", "--resume", *as_args(overrides)])
+    checkpoint = read_checkpoint(tmp_path / "work" / "model_last.ckpt")
+    assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 9  # one more epoch, not three
+
+
+def test_inference_tool_saves_annotated_images(trained, tmp_path):
+    source, overrides = trained
+    out = load_tool("inference").main([
+        "cfg/demo.yml", "--model", str(source / "work" / "model_last.ckpt"), "--device", "cpu",
+        "--path", str(source / "data" / "JPEGImages"), "--save-dir", str(tmp_path / "vis"), "--score", "0.0",
+        *as_args(overrides),
+    ])
+    assert len(list(Path(out).glob("*.jpg"))) == 32
+
+
+def test_unloadable_files_get_clear_errors(tmp_path):
+    cfg = read_config(ROOT / "cfg/demo.yml")
+    model = build_model(cfg.model)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model_weight(model, tmp_path / "missing.ckpt")
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="text.ckpt: not a readable"):
+        load_model_weight(model, tmp_path / "text.ckpt")
+    other = read_config(ROOT / "cfg/demo.yml", ["model.arch.head.num_classes=3", "class_names=[a, b, c]"])
+    torch.save({"state_dict": build_model(other.model).state_dict()}, tmp_path / "three.pth")
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*gfl_cls"):
+        load_model_weight(model, tmp_path / "three.pth")
+    with pytest.raises(SystemExit, match="does not fit"):
+        load_tool("test").main(["cfg/demo.yml", "--model", str(tmp_path / "three.pth")])
+
+
+def test_plain_upstream_style_checkpoints_load(tmp_path):
+    cfg = read_config(ROOT / "cfg/demo.yml")
+    source, target = build_model(cfg.model), build_model(cfg.model)
+    state = source.state_dict()
+    # upstream's Lightning layout with an EMA copy: the average wins
+    averaged = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    checkpoint = {"state_dict": {**{f"model.{k}": v for k, v in state.items()},
+                                 **{f"avg_model.{k}": v for k, v in averaged.items()}}}
+    load_model_weight(target, checkpoint)
+    key = "head.gfl_cls.0.weight"
+    assert torch.equal(target.state_dict()[key], averaged[key])
+    load_model_weight(target, {f"module.{k}": v for k, v in state.items()})  # DataParallel prefix
+    assert torch.equal(target.state_dict()[key], state[key])
+
+
+def test_linear_warmup_follows_upstreams_formula():
+    warmup = CfgNode({"name": "linear", "steps": 10, "ratio": 0.01})
+    assert warmup_factor(0, warmup, 10) == pytest.approx(0.01)
+    assert warmup_factor(5, warmup, 10) == pytest.approx(1 - 0.5 * 0.99)
+    assert warmup_factor(10, warmup, 10) == 1.0 and warmup_factor(3, warmup, 0) == 1.0
+    assert warmup_factor(0, CfgNode({"name": "exp", "steps": 10, "ratio": 0.01}), 10) == pytest.approx(0.01)
+    assert warmup_factor(5, CfgNode({"name": "constant", "steps": 10, "ratio": 0.1}), 10) == 0.1
+
+
+def test_warmup_is_logged_and_capped_by_the_run_length(trained):
+    tmp_path, _ = trained
+    # warm-up of 4 steps within 6: the first logged learning rate is ratio * lr
+    lines = [l for l in (tmp_path / "work" / "train.log").read_text().splitlines() if "Train|" in l]
+    first_lr = float(lines[0].split("lr:")[1].split("|")[0])
+    assert first_lr == pytest.approx(0.002 * 0.01, rel=1e-2)
+
+
+def test_gpu_request_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_devices([0, 1]) == ("cpu", 1)
+    assert resolve_devices(-1) == ("cpu", 1)
+    assert resolve_devices([0], device="cpu") == ("cpu", 1)
+    with pytest.raises(ValueError, match="--device"):
+        resolve_devices([0], device="tpu")
+    assert resolve_precision(16, "cpu") == "bf16-mixed"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision(8, "gpu")
