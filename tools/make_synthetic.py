@@ -2,6 +2,12 @@
 
     python tools/make_synthetic.py --out data/synthetic_320 --train 5000 --test 2000 --seed 0
 
+``--objects fashion_mnist`` composes a 10-class set from the real Fashion-MNIST crops instead
+(Debian's ``dataset-fashion-mnist`` package, or ``--fashion-mnist-path`` to a folder of its 4 IDX
+files, raw or .gz):
+
+    python tools/make_synthetic.py --out data/synthetic_fashion_320 --objects fashion_mnist
+
 The same arguments give byte-identical files. Configs that use ``SyntheticDataset`` call the
 same generator on first use, so running this by hand is only needed for a custom set.
 """
@@ -13,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nanodet.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from nanodet.data.synthetic import OBJECT_CLASSES, SyntheticSpec, generate  # noqa: E402
 
 
 def main(argv=None):
@@ -25,17 +31,22 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=320)
     parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--objects", choices=sorted(OBJECT_CLASSES), default="drawn",
+                        help="drawn shapes (20 classes) or real Fashion-MNIST crops (10 classes)")
+    parser.add_argument("--fashion-mnist-path", default=None, metavar="DIR",
+                        help="folder of the Fashion-MNIST IDX files (default: Debian's package folder)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     args = parser.parse_args(argv)
     if min(args.train, args.test) < 0 or min(args.width, args.height) < 64:
         parser.error("image counts must be >= 0 and sizes >= 64 pixels")
     spec = SyntheticSpec(train=args.train, test=args.test, seed=args.seed, width=args.width,
-                         height=args.height, jpeg_quality=args.jpeg_quality)
+                         height=args.height, jpeg_quality=args.jpeg_quality, objects=args.objects,
+                         fashion_mnist_path=args.fashion_mnist_path)
     start = time.perf_counter()
     try:
         out = generate(args.out, spec, workers=args.workers,
                        progress=lambda split, n: print(f"{split}: {n} images", flush=True))
-    except FileExistsError as err:
+    except (FileExistsError, FileNotFoundError, ValueError) as err:  # bad --out or Fashion-MNIST files
         raise SystemExit(f"error: {err}") from None
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
 

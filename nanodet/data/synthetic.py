@@ -18,16 +18,24 @@ Output (VOC layout plus COCO JSON; the same arguments give byte-identical files)
 
 Boxes are tight around each object's pixels inside the image, in continuous pixel coordinates
 (a box [x0, y0, x1, y1] covers pixel columns x0 .. x1-1), identical in the XML and the JSON.
+
+With ``SyntheticSpec(objects="fashion_mnist")`` the objects are real images instead: the 10
+Fashion-MNIST classes (70,000 grey 28x28 crops, read from the IDX files of Debian's
+``dataset-fashion-mnist`` package or of a folder you name), each crop scaled, sometimes rotated,
+tinted and composited by its grey level onto the same backgrounds with the same clutter,
+occlusion and truncation rules. The trainval split draws from the 60,000 training crops and the
+test split from the 10,000 t10k crops, so test objects are images the detector never saw.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -66,6 +74,18 @@ CLASS_STYLE = {
     "drop":     ("drop",     "gradient", 140, (0.6, 0.8), True),
 }
 
+# Fashion-MNIST's labels 0-9, named without slashes or spaces so they work as VOC/COCO names.
+FASHION_MNIST_CLASSES = [
+    "tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankleboot",
+]
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
+# Split -> (images file, labels file), each read raw or with a .gz suffix.
+FASHION_MNIST_FILES = {
+    "trainval": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+OBJECT_CLASSES = {"drawn": SYNTHETIC_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
+
 MIN_SIZE, MAX_SIZE = 12, 200
 MAX_OCCLUDED = 0.5  # a new object may hide at most this fraction of an earlier one
 MIN_VISIBLE_IN_IMAGE = 0.4  # truncation keeps at least this fraction of an object in the image
@@ -73,7 +93,13 @@ MIN_VISIBLE_IN_IMAGE = 0.4  # truncation keeps at least this fraction of an obje
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """The arguments that fully determine a generated data set."""
+    """The arguments that fully determine a generated data set.
+
+    ``objects`` is "drawn" (the 20 shape classes) or "fashion_mnist" (the 10 Fashion-MNIST
+    classes from real crops). ``fashion_mnist_path`` says where to read the IDX files (default:
+    Debian's package folder); it is where the data lives, not what the set is, so two specs that
+    differ only in it are equal.
+    """
 
     train: int = 6000
     test: int = 1000
@@ -82,9 +108,29 @@ class SyntheticSpec:
     height: int = 320
     jpeg_quality: int = 90
     version: int = 1  # bump when the generator's output changes
+    objects: str = "drawn"
+    fashion_mnist_path: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.objects not in OBJECT_CLASSES:
+            raise ValueError(f"SyntheticSpec objects must be one of {sorted(OBJECT_CLASSES)}, got {self.objects!r}")
+
+    @property
+    def classes(self) -> list:
+        """The class names of the set, in label order."""
+        return OBJECT_CLASSES[self.objects]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        # Fields added after version 1 are left out at their defaults, so drawn-mode markers
+        # (synthetic.json) stay byte-identical to those written before the fields existed.
+        data = asdict(self)
+        for name in ("objects", "fashion_mnist_path"):
+            if data[name] == _FIELD_DEFAULTS[name]:
+                del data[name]
+        return data
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(SyntheticSpec)}
 
 
 # --------------------------------------------------------------------------- outlines
@@ -251,22 +297,176 @@ def _clutter(img: np.ndarray, rng):
             img[ys, xs] = color
 
 
+# --------------------------------------------------------------------------- Fashion-MNIST
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (raw or gzipped, told apart by its first bytes) as a numpy array.
+
+    Raises ValueError naming the file if it is not IDX (bad magic number or type code) or holds
+    fewer or more bytes than its header says.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: unreadable IDX file ({err})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (magic number {data[:4].hex() or 'missing'})")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes for {ndim} dimensions)")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise ValueError(f"{path}: truncated or padded IDX file: {len(data)} bytes, the header "
+                         f"({shape}, {dtype}) says {expected}")
+    return np.frombuffer(data, dtype, offset=header).reshape(shape)
+
+
+def find_fashion_mnist(path: str | Path | None = None) -> dict:
+    """The 4 Fashion-MNIST IDX files, {standard name: path}, in ``path`` or Debian's folder.
+
+    Each may be raw or gzipped (``.gz``). Raises FileNotFoundError saying how to get them.
+    """
+    folder = Path(path if path is not None else FASHION_MNIST_DIR)
+    found, missing = {}, []
+    for name in (n for pair in FASHION_MNIST_FILES.values() for n in pair):
+        candidates = [folder / name, folder / f"{name}.gz"]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            missing.append(name)
+        else:
+            found[name] = hit
+    if missing:
+        where = (f"the folder {folder} (fashion_mnist_path)" if path is not None
+                 else f"{folder}, where Debian's dataset-fashion-mnist package puts them,")
+        raise FileNotFoundError(
+            f"Fashion-MNIST IDX files {missing} (raw or .gz) not found in {where}. "
+            f"Install them with `apt-get install dataset-fashion-mnist`, or pass the folder holding "
+            f"the 4 files (train/t10k images-idx3-ubyte and labels-idx1-ubyte) as fashion_mnist_path "
+            f"(--fashion-mnist-path)."
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class CropSource:
+    """The grey crops of one split, indexed by class for balanced sampling."""
+
+    images: np.ndarray  # (n, rows, cols) uint8, object bright on black
+    by_class: tuple  # per label, the indices of its crops
+
+
+_CROP_CACHE: dict = {}  # fashion_mnist_path -> {split: CropSource}; one load per process
+
+
+def load_fashion_mnist(path: str | Path | None = None) -> dict:
+    """{split: CropSource} for "trainval" (train files) and "test" (t10k files), loaded once.
+
+    Forked workers inherit what the parent loaded; spawned ones load once each.
+    """
+    key = None if path is None else str(path)
+    if key not in _CROP_CACHE:
+        files = find_fashion_mnist(path)
+        sources = {}
+        for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
+            images, labels = read_idx(files[images_name]), read_idx(files[labels_name])
+            if images.ndim != 3 or images.dtype != np.uint8:
+                raise ValueError(f"{files[images_name]}: expected (n, rows, cols) uint8 images, "
+                                 f"got {images.shape} {images.dtype}")
+            if labels.ndim != 1 or len(labels) != len(images):
+                raise ValueError(f"{files[labels_name]}: expected {len(images)} labels for "
+                                 f"{files[images_name]}, got shape {labels.shape}")
+            by_class = tuple(np.flatnonzero(labels == c) for c in range(len(FASHION_MNIST_CLASSES)))
+            absent = [FASHION_MNIST_CLASSES[c] for c, idx in enumerate(by_class) if len(idx) == 0]
+            stray = int(np.sum((labels < 0) | (labels >= len(FASHION_MNIST_CLASSES))))
+            if absent or stray:
+                raise ValueError(f"{files[labels_name]}: labels must cover classes 0-9; "
+                                 f"no crops of {absent}, {stray} labels out of range")
+            sources[split] = CropSource(images, by_class)
+        _CROP_CACHE[key] = sources
+    return _CROP_CACHE[key]
+
+
+CROP_ALPHA_FLOOR = 12  # grey levels below this are the crop's black background: transparent
+CROP_ALPHA_FULL = 48  # ...and from this up fully opaque, with a ramp between for soft edges
+CROP_SHADE_MIN = 0.35  # the darkest parts of a crop keep this fraction of the tint
+CROP_STRETCH = (0.8, 1.25)  # mild aspect change on top of the crop's own
+CROP_FREE_ROTATION = 0.25  # probability of any angle; otherwise a small tilt
+
+
+def _crop_patch(grey: np.ndarray, size: float, stretch: float, angle: float):
+    """One crop scaled so its longer side is ``size``, rotated: (mask, alpha, shade), tightly cut."""
+    ys, xs = np.nonzero(grey >= CROP_ALPHA_FLOOR)
+    if len(xs):
+        grey = grey[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    th, tw = grey.shape
+    scale = size / max(th, tw)
+    w, h = tw * scale * math.sqrt(stretch), th * scale / math.sqrt(stretch)
+    shrink = MAX_SIZE / max(w, h) if max(w, h) > MAX_SIZE else 1.0
+    sx, sy = max(w * shrink, 1.0) / tw, max(h * shrink, 1.0) / th
+    side = int(math.ceil(math.hypot(tw * sx, th * sy))) + 4
+    # Source pixel centres -> destination: scale about the crop's centre, rotate, move to the patch's centre.
+    cos, sin = math.cos(angle), math.sin(angle)
+    linear = np.array([[cos * sx, -sin * sy], [sin * sx, cos * sy]])
+    offset = np.array([side / 2, side / 2]) - linear @ np.array([tw / 2, th / 2])
+    warp = np.hstack([linear, (offset + linear @ [0.5, 0.5] - 0.5)[:, None]])
+    patch = cv2.warpAffine(grey, warp, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = (patch >= CROP_ALPHA_FLOOR).astype(np.uint8)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        mask[side // 2, side // 2] = 1
+        patch[side // 2, side // 2] = CROP_ALPHA_FULL
+        ys, xs = np.nonzero(mask)
+    cut = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    patch = patch[cut].astype(np.float32)
+    alpha = np.clip(patch * np.float32(1 / CROP_ALPHA_FULL), 0, 1) * mask[cut]
+    shade = CROP_SHADE_MIN + (1 - CROP_SHADE_MIN) * patch * np.float32(1 / 255)
+    return mask[cut], alpha, shade
+
+
+def _sample_crop(rng, crops: CropSource):
+    """A real crop of a random class: (label, mask, (alpha, shade))."""
+    label = int(rng.integers(0, len(crops.by_class)))
+    pool = crops.by_class[label]
+    grey = crops.images[pool[int(rng.integers(0, len(pool)))]]
+    size = math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
+    stretch = math.exp(rng.uniform(math.log(CROP_STRETCH[0]), math.log(CROP_STRETCH[1])))
+    angle = rng.uniform(0, 2 * math.pi) if rng.random() < CROP_FREE_ROTATION else rng.normal(0, 0.15)
+    mask, alpha, shade = _crop_patch(grey, size, stretch, angle)
+    return label, mask, (alpha, shade)
+
+
 # --------------------------------------------------------------------------- one image
-def _place_objects(rng, width, height, num_objects):
-    """Sample objects: (class, mask, x, y) with truncation and occlusion kept in bounds."""
+def _sample_drawn(rng):
+    """A drawn shape of a random class: (label, mask, None)."""
+    label = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
+    outline, _, _, aspect_range, rotates = CLASS_STYLE[SYNTHETIC_CLASSES[label]]
+    size = math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
+    aspect = math.exp(rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1])))
+    w, h = size * math.sqrt(aspect), size / math.sqrt(aspect)
+    scale = MAX_SIZE / max(w, h) if max(w, h) > MAX_SIZE else 1.0
+    w, h = w * scale, h * scale
+    angle = rng.uniform(0, 2 * math.pi) if rotates else rng.normal(0, 0.15)
+    return label, _object_mask(outline, w, h, angle, rng), None
+
+
+def _place_objects(rng, width, height, num_objects, sample):
+    """Sample objects with ``sample(rng)``: (class, mask, x, y, payload) with truncation and
+    occlusion kept in bounds."""
     occupancy = np.full((height, width), -1, np.int32)  # which object owns each pixel so far
     areas, placed = [], []
     for index in range(num_objects):
         for _attempt in range(20):
-            label = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
-            outline, _, _, aspect_range, rotates = CLASS_STYLE[SYNTHETIC_CLASSES[label]]
-            size = math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
-            aspect = math.exp(rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1])))
-            w, h = size * math.sqrt(aspect), size / math.sqrt(aspect)
-            scale = MAX_SIZE / max(w, h) if max(w, h) > MAX_SIZE else 1.0
-            w, h = w * scale, h * scale
-            angle = rng.uniform(0, 2 * math.pi) if rotates else rng.normal(0, 0.15)
-            mask = _object_mask(outline, w, h, angle, rng)
+            label, mask, payload = sample(rng)
             mh, mw = mask.shape
             x = int(rng.integers(-mw // 2, width - mw // 2))
             y = int(rng.integers(-mh // 2, height - mh // 2))
@@ -283,31 +483,47 @@ def _place_objects(rng, width, height, num_objects):
             region = occupancy[y0:y1, x0:x1]
             region[inside] = index
             areas.append(int(inside.sum()))
-            placed.append((label, mask, x, y))
+            placed.append((label, mask, x, y, payload))
             break
     return placed, occupancy
 
 
-def render_image(rng, width, height, clean: bool = False):
+def _paint_crop(region, inside, payload, rng):
+    """Composite a tinted crop over ``region`` by its alpha; ``inside`` cuts it to the image."""
+    alpha, shade = payload
+    tint = _hsv_to_bgr(rng.uniform(0, 180), rng.uniform(40, 230), rng.uniform(140, 255))
+    a = alpha[inside][..., None]
+    # Painted over everything in placement order: later objects cover earlier ones, and a crop's
+    # soft edge blends with what lies beneath it.
+    region *= 1 - a
+    region += a * (shade[inside][..., None] * tint)
+
+
+def render_image(rng, width, height, clean: bool = False, crops: CropSource | None = None):
     """One image (BGR uint8) and its objects as (label, [x0, y0, x1, y1]) with tight boxes.
 
-    ``clean`` draws the objects on a black background without clutter, blur or noise, so tests
-    can check boxes against the drawn pixels.
+    ``crops`` (one split of ``load_fashion_mnist``) draws real crops as the objects; None draws
+    the shape classes. ``clean`` draws the objects on a black background without clutter, blur or
+    noise, so tests can check boxes against the drawn pixels.
     """
     img = np.zeros((height, width, 3), np.float32) if clean else _background(height, width, rng)
     if not clean:
         _clutter(img, rng)
-    placed, occupancy = _place_objects(rng, width, height, int(rng.integers(1, 9)))
+    sample = _sample_drawn if crops is None else (lambda r: _sample_crop(r, crops))
+    placed, occupancy = _place_objects(rng, width, height, int(rng.integers(1, 9)), sample)
     objects = []
-    for index, (label, mask, x, y) in enumerate(placed):
-        _, texture, hue, _, _ = CLASS_STYLE[SYNTHETIC_CLASSES[label]]
+    for index, (label, mask, x, y, payload) in enumerate(placed):
         mh, mw = mask.shape
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + mw, width), min(y + mh, height)
-        # Later objects occlude earlier ones, so paint only the pixels this object still owns.
-        owned = occupancy[y0:y1, x0:x1] == index
-        tex = _texture(texture, (y1 - y0, x1 - x0), hue, rng)
         region = img[y0:y1, x0:x1]
-        region[owned] = tex[owned] * rng.uniform(0.75, 1.15)
+        if crops is None:
+            _, texture, hue, _, _ = CLASS_STYLE[SYNTHETIC_CLASSES[label]]
+            # Later objects occlude earlier ones, so paint only the pixels this object still owns.
+            owned = occupancy[y0:y1, x0:x1] == index
+            tex = _texture(texture, (y1 - y0, x1 - x0), hue, rng)
+            region[owned] = tex[owned] * rng.uniform(0.75, 1.15)
+        else:
+            _paint_crop(region, np.s_[y0 - y:y1 - y, x0 - x:x1 - x], payload, rng)
         # The box is tight around the object's full extent inside the image (occluded parts
         # included, as an annotator would draw it; truncated parts excluded).
         full = mask[y0 - y:y1 - y, x0 - x:x1 - x]
@@ -326,7 +542,7 @@ def render_image(rng, width, height, clean: bool = False):
 
 
 # --------------------------------------------------------------------------- writing
-def _voc_xml(image_id: str, width: int, height: int, objects) -> str:
+def _voc_xml(image_id: str, width: int, height: int, objects, classes) -> str:
     parts = [
         "<annotation>", "  <folder>JPEGImages</folder>", f"  <filename>{image_id}.jpg</filename>",
         f"  <size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
@@ -334,7 +550,7 @@ def _voc_xml(image_id: str, width: int, height: int, objects) -> str:
     for label, (x0, y0, x1, y1) in objects:
         truncated = int(x0 == 0 or y0 == 0 or x1 == width or y1 == height)
         parts += [
-            "  <object>", f"    <name>{escape(SYNTHETIC_CLASSES[label])}</name>",
+            "  <object>", f"    <name>{escape(classes[label])}</name>",
             "    <pose>Unspecified</pose>", f"    <truncated>{truncated}</truncated>",
             "    <difficult>0</difficult>",
             f"    <bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>",
@@ -356,12 +572,13 @@ def _generate_one(job):
     cv2.setNumThreads(1)  # parallelism comes from the process pool
     spec = SyntheticSpec(**spec_dict)
     rng = np.random.default_rng([spec.seed, _SPLITS[split], index])
-    img, objects = render_image(rng, spec.width, spec.height)
+    crops = load_fashion_mnist(spec.fashion_mnist_path)[split] if spec.objects == "fashion_mnist" else None
+    img, objects = render_image(rng, spec.width, spec.height, crops=crops)
     image_id = _image_id(split, index)
     ok, encoded = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
     assert ok
     (Path(out_dir) / "JPEGImages" / f"{image_id}.jpg").write_bytes(encoded.tobytes())
-    (Path(out_dir) / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(image_id, spec.width, spec.height, objects))
+    (Path(out_dir) / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(image_id, spec.width, spec.height, objects, spec.classes))
     return objects
 
 
@@ -376,7 +593,8 @@ def _coco_json(split, count, spec: SyntheticSpec, all_objects) -> dict:
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
             })
-    categories = [{"id": i + 1, "name": name, "supercategory": "synthetic"} for i, name in enumerate(SYNTHETIC_CLASSES)]
+    supercategory = "synthetic" if spec.objects == "drawn" else spec.objects
+    categories = [{"id": i + 1, "name": name, "supercategory": supercategory} for i, name in enumerate(spec.classes)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
@@ -389,6 +607,8 @@ def generate(out_dir: str | Path, spec: SyntheticSpec, workers: int | None = Non
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; remove it or choose another --out")
+    if spec.objects == "fashion_mnist":
+        load_fashion_mnist(spec.fashion_mnist_path)  # fail before writing; forked workers inherit it
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -408,7 +628,7 @@ def generate(out_dir: str | Path, spec: SyntheticSpec, workers: int | None = Non
             (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
             if progress:
                 progress(split, count)
-        (tmp / "synthetic.json").write_text(json.dumps({"classes": SYNTHETIC_CLASSES, **spec.to_json()}, indent=2) + "\n")
+        (tmp / "synthetic.json").write_text(json.dumps({"classes": spec.classes, **spec.to_json()}, indent=2) + "\n")
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -80,8 +80,12 @@ def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, n
 
 def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
                   callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
-                  logger: bool = True) -> pl.Trainer:
-    """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs."""
+                  logger: bool = True, save_best: bool = True) -> pl.Trainer:
+    """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs.
+
+    ``save_best`` keeps model_best.ckpt by the validation metric; runs that never validate turn
+    it off. model_last.ckpt is written after every epoch, for resuming.
+    """
     save_dir = Path(save_dir)
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
     n_devices = devices if isinstance(devices, int) else len(devices)
@@ -89,7 +93,7 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
                            enable_version_counter=False, save_on_train_epoch_end=True)
     best = ModelCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
                            mode="max", save_top_k=1, enable_version_counter=False)
-    all_callbacks = [last, best, *callbacks]
+    all_callbacks = [last, best, *callbacks] if save_best else [last, *callbacks]
     if enable_progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=10))
     return pl.Trainer(

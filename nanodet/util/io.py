@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +29,21 @@ def atomic_write_text(path: str | Path, text: str):
 
 
 def atomic_write_json(path: str | Path, data: Any, indent: int = 2):
-    atomic_write_text(path, json.dumps(data, indent=indent, default=_jsonable) + "\n")
+    """Strict JSON: undefined numbers (nan, inf) are written as null."""
+    text = json.dumps(_finite(data), indent=indent, default=_jsonable, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
+        return _finite(value.item())
+    return value
 
 
 def atomic_torch_save(path: str | Path, obj: Any):

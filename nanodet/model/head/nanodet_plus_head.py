@@ -6,6 +6,7 @@ keys; keep them.
 """
 
 import math
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from ..loss.gfocal_loss import DistributionFocalLoss, QualityFocalLoss
 from ..loss.iou_loss import GIoULoss
 from ..module.conv import ConvModule, DepthwiseConvModule
 from ..module.init_weights import normal_init
+from .assigner.batched_dsl_assigner import BatchedDynamicSoftLabelAssigner
 from .assigner.dsl_assigner import DynamicSoftLabelAssigner
 
 # Classification bias at init: sigmoid(-4.595) = 0.01, so the head starts by predicting
@@ -79,6 +81,122 @@ def _gt_batch_to_device(items, row_shape, dtype, device):
     return list(flat.to(device).split(counts))
 
 
+class PaddedGT(NamedTuple):
+    """A batch's ground truth padded to the largest count, on the device.
+
+    ``bboxes [B, G, 4]`` float, ``labels [B, G]`` long, ``valid [B, G]`` bool; ``ignore
+    [B, I, 4]`` and ``ignore_valid [B, I]`` the ignore regions (None when not used).
+    """
+
+    bboxes: torch.Tensor
+    labels: torch.Tensor
+    valid: torch.Tensor
+    ignore: Optional[torch.Tensor] = None
+    ignore_valid: Optional[torch.Tensor] = None
+
+
+# Keys under which a batch may carry its GT already padded on the device (as the GPU batch
+# augmentation produces it); the per-image lists are then not read by the batched path.
+PADDED_GT_KEYS = ("gt_bboxes_padded", "gt_labels_padded", "gt_valid")
+
+
+def _host_rows(items, row_shape):
+    """Per-image host arrays -> (one float32 array of all rows, counts)."""
+    arrays = [np.asarray(torch.as_tensor(item).numpy() if isinstance(item, torch.Tensor) else item,
+                         dtype=np.float32).reshape((-1,) + row_shape) for item in items]
+    counts = np.array([len(a) for a in arrays], dtype=np.int64)
+    return np.concatenate(arrays) if arrays else np.zeros((0,) + row_shape, np.float32), counts
+
+
+def _scatter_rows(packed, rows, counts, column_offset, row_offset=0):
+    """Write the rows of every image into ``packed [B, R, :]``, image after image (vectorised)."""
+    if len(rows) == 0:
+        return
+    image = np.repeat(np.arange(len(counts)), counts)
+    starts = np.cumsum(counts) - counts
+    position = np.arange(len(rows)) - np.repeat(starts, counts) + row_offset
+    width = rows.shape[1] if rows.ndim > 1 else 1
+    packed[image, position, column_offset:column_offset + width] = rows.reshape(len(rows), width)
+    packed[image, position, 5] = 1.0
+
+
+def pad_gt_batch(gt_meta, device, with_ignore=False) -> PaddedGT:
+    """Pad the batch's per-image GT into ``PaddedGT`` tensors on ``device``.
+
+    Host arrays (numpy or CPU tensors) are packed into one ``[B, G + I, 6]`` float32 array
+    (x0, y0, x1, y1, label, valid; GT rows then ignore rows) and copied to the device once,
+    asynchronously from pinned memory on CUDA. Device tensors are padded where they are. A
+    batch already holding ``PADDED_GT_KEYS`` is used as it is. ``G`` is at least 1, so a batch
+    without any GT takes the same path as the others (all padding).
+    """
+    if all(key in gt_meta for key in PADDED_GT_KEYS):
+        bboxes, labels, valid = (gt_meta[key] for key in PADDED_GT_KEYS)
+        ignore = ignore_valid = None
+        if with_ignore and gt_meta.get("gt_bboxes_ignore_padded") is not None:
+            ignore, ignore_valid = gt_meta["gt_bboxes_ignore_padded"], gt_meta["gt_ignore_valid"]
+            ignore, ignore_valid = ignore.to(device).float(), ignore_valid.to(device).bool()
+        return PaddedGT(bboxes.to(device).float(), labels.to(device).long(), valid.to(device).bool(),
+                        ignore, ignore_valid)
+
+    boxes, labels = list(gt_meta["gt_bboxes"]), list(gt_meta["gt_labels"])
+    ignores = None
+    if with_ignore and gt_meta.get("gt_bboxes_ignore") is not None:
+        ignores = [np.zeros((0, 4)) if x is None else x for x in gt_meta["gt_bboxes_ignore"]]
+    on_device = [t for t in boxes + labels + (ignores or [])
+                 if isinstance(t, torch.Tensor) and t.device.type != "cpu"]
+    if on_device:
+        return _pad_on_device(boxes, labels, ignores, device)
+
+    box_rows, counts = _host_rows(boxes, (4,))
+    label_rows, label_counts = _host_rows(labels, ())
+    if not np.array_equal(counts, label_counts):
+        raise ValueError(f"gt_bboxes and gt_labels differ in length per image: {counts.tolist()} "
+                         f"vs {label_counts.tolist()}")
+    num_gt = max(1, int(counts.max(initial=0)))
+    ignore_rows, ignore_counts = None, None
+    num_ignore = 0
+    if ignores is not None:
+        ignore_rows, ignore_counts = _host_rows(ignores, (4,))
+        num_ignore = int(ignore_counts.max(initial=0))
+    packed = np.zeros((len(boxes), num_gt + num_ignore, 6), dtype=np.float32)
+    _scatter_rows(packed, box_rows, counts, 0)
+    _scatter_rows(packed, label_rows, counts, 4)
+    if num_ignore:
+        _scatter_rows(packed, ignore_rows, ignore_counts, 0, row_offset=num_gt)
+    packed = torch.from_numpy(packed)
+    if device.type == "cuda":
+        packed = packed.pin_memory().to(device, non_blocking=True)
+    else:
+        packed = packed.to(device)
+    gt, ignore = packed[:, :num_gt], packed[:, num_gt:]
+    padded = PaddedGT(gt[..., :4], gt[..., 4].long(), gt[..., 5] > 0)
+    if ignores is not None:
+        padded = padded._replace(ignore=ignore[..., :4], ignore_valid=ignore[..., 5] > 0)
+    return padded
+
+
+def _pad_on_device(boxes, labels, ignores, device):
+    """``pad_gt_batch`` for per-image tensors already on the device (no host copy at all)."""
+    def pad(items, row_shape, dtype, min_rows):
+        tensors = [torch.as_tensor(t).to(device=device, dtype=dtype).reshape((-1,) + row_shape)
+                   for t in items]
+        rows = max(min_rows, max((t.shape[0] for t in tensors), default=0))
+        out = torch.zeros((len(tensors), rows) + row_shape, dtype=dtype, device=device)
+        valid = torch.zeros((len(tensors), rows), dtype=torch.bool, device=device)
+        for i, t in enumerate(tensors):  # host-known shapes: copies only, no sync
+            out[i, :t.shape[0]] = t
+            valid[i, :t.shape[0]] = True
+        return out, valid
+
+    bboxes, valid = pad(boxes, (4,), torch.float32, 1)
+    labels, _ = pad(labels, (), torch.long, bboxes.shape[1])
+    padded = PaddedGT(bboxes, labels, valid)
+    if ignores is not None:
+        ignore, ignore_valid = pad(ignores, (4,), torch.float32, 0)
+        padded = padded._replace(ignore=ignore, ignore_valid=ignore_valid)
+    return padded
+
+
 def _as_list(values):
     if isinstance(values, (torch.Tensor, np.ndarray)):
         return values.tolist()
@@ -101,7 +219,12 @@ class NanoDetPlusHead(nn.Module):
         norm_cfg (Mapping or None): norm of the tower convs.
         reg_max (int): the distance distribution covers ``0..reg_max`` strides.
         activation (str): activation of the tower convs.
-        assigner_cfg (Mapping): arguments of :class:`DynamicSoftLabelAssigner`.
+        assigner_cfg (Mapping): arguments of :class:`DynamicSoftLabelAssigner` (shared by
+            the batched assigner).
+        batched_assign (bool): assign the whole batch at once with
+            :class:`BatchedDynamicSoftLabelAssigner` (fixed shapes, no host sync; the default).
+            False runs upstream's per-image loop, kept as the reference; both give the same
+            targets and losses.
     """
 
     # Post-processing settings, fixed in upstream's code.
@@ -123,6 +246,7 @@ class NanoDetPlusHead(nn.Module):
         reg_max=7,
         activation="LeakyReLU",
         assigner_cfg=dict(topk=13),
+        batched_assign=True,
     ):
         super().__init__()
         if conv_type not in CONV_TYPES:
@@ -140,6 +264,8 @@ class NanoDetPlusHead(nn.Module):
         self.norm_cfg = norm_cfg
 
         self.assigner = DynamicSoftLabelAssigner(**dict(assigner_cfg))
+        self.batched_assigner = BatchedDynamicSoftLabelAssigner(**dict(assigner_cfg))
+        self.batched_assign = bool(batched_assign)
         self.distribution_project = Integral(self.reg_max)
         qfl, dfl, bbox = loss["loss_qfl"], loss["loss_dfl"], loss["loss_bbox"]
         self.loss_qfl = QualityFocalLoss(
@@ -248,7 +374,8 @@ class NanoDetPlusHead(nn.Module):
         Args:
             preds (Tensor [B, P, num_outputs]): head output.
             gt_meta (Mapping): ``img`` [B, 3, H, W] and per-image ``gt_bboxes`` [N_i, 4],
-                ``gt_labels`` [N_i] (numpy or tensors), optional ``gt_bboxes_ignore``.
+                ``gt_labels`` [N_i] (numpy or tensors), optional ``gt_bboxes_ignore``; or the
+                GT already padded on the device under ``PADDED_GT_KEYS`` (batched path).
             aux_preds (Tensor or None): output of the auxiliary head; when given, it (not
                 ``preds``) drives the label assignment and gets its own losses (``aux_*``).
 
@@ -269,11 +396,9 @@ class NanoDetPlusHead(nn.Module):
         if aux_preds is not None:
             aux_cls_preds, aux_reg_preds = self._split(aux_preds)
             aux_decoded_bboxes = self.decode(priors, aux_reg_preds)
-            targets = self.target_assign(
-                aux_cls_preds.detach(), priors, aux_decoded_bboxes.detach(), gt_meta
-            )
+            targets = self._assign(aux_cls_preds.detach(), priors, aux_decoded_bboxes.detach(), gt_meta)
         else:
-            targets = self.target_assign(cls_preds.detach(), priors, decoded_bboxes.detach(), gt_meta)
+            targets = self._assign(cls_preds.detach(), priors, decoded_bboxes.detach(), gt_meta)
 
         loss, loss_states = self._get_loss_from_assign(cls_preds, reg_preds, decoded_bboxes, targets)
         if aux_preds is not None:
@@ -318,6 +443,43 @@ class NanoDetPlusHead(nn.Module):
         )
         loss = loss_qfl + loss_bbox + loss_dfl
         return loss, dict(loss_qfl=loss_qfl, loss_bbox=loss_bbox, loss_dfl=loss_dfl)
+
+    def _assign(self, cls_preds, priors, decoded_bboxes, gt_meta):
+        if self.batched_assign:
+            return self.target_assign_batched(cls_preds, priors, decoded_bboxes, gt_meta)
+        return self.target_assign(cls_preds, priors, decoded_bboxes, gt_meta)
+
+    @torch.no_grad()
+    def target_assign_batched(self, cls_preds, priors, decoded_bboxes, gt_meta):
+        """:meth:`target_assign` for the whole batch at once: the GT padded to ``[B, G]`` with
+        one host-to-device copy, one :class:`BatchedDynamicSoftLabelAssigner` call, and the
+        targets built on ``[B, P]`` tensors. The same flat targets as the per-image loop, with
+        fixed shapes and no host sync."""
+        use_ignore = self.batched_assigner.ignore_iof_thr > 0
+        gt = pad_gt_batch(gt_meta, cls_preds.device, with_ignore=use_ignore)
+        result = self.batched_assigner.assign(
+            cls_preds, priors, decoded_bboxes, gt.bboxes, gt.labels, gt.valid,
+            gt.ignore, gt.ignore_valid,
+        )
+        positive = result.positive
+        gt_index = (result.gt_inds - 1).clamp(min=0)
+        assigned = gt.bboxes.gather(1, gt_index[..., None].expand(-1, -1, 4))  # [B, P, 4]
+        labels = torch.where(positive, result.labels, self.num_classes)
+        label_scores = torch.where(positive, result.max_overlaps, 0.0)
+        label_weights = (result.gt_inds >= 0).to(priors.dtype)
+        bbox_targets = torch.where(positive[..., None], assigned, 0.0)
+        distances = bbox2distance(priors[:, :2], assigned) / priors[:, None, 2]
+        dist_targets = torch.where(positive[..., None], distances, 0.0)
+        dist_targets = dist_targets.clamp(min=0, max=self.reg_max - 0.1)
+        num_pos = positive.sum(dim=1)
+        return (
+            labels.reshape(-1),
+            label_scores.reshape(-1),
+            label_weights.reshape(-1),
+            bbox_targets.reshape(-1, 4),
+            dist_targets.reshape(-1, 4),
+            num_pos,
+        )
 
     @torch.no_grad()
     def target_assign(self, cls_preds, priors, decoded_bboxes, gt_meta):

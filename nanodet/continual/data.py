@@ -1,0 +1,34 @@
+"""Task datasets: each task's training images and each evaluation's images, from one parse.
+
+Training set of task t: the training images holding at least one box of a task-t class, with
+only those boxes (the "missing annotations" protocol: old objects stay in the pixels, unlabeled).
+Evaluation after task t: the test images holding a box of a class seen so far, with only those
+boxes. Labels are global indices of the config's class list throughout.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from ..data.dataset import build_dataset
+from .scenario import Scenario
+
+
+class TaskData:
+    def __init__(self, cfg, scenario: Scenario):
+        self.cfg = cfg
+        self.scenario = scenario
+
+    @cached_property
+    def full_train(self):
+        return build_dataset(self.cfg.data.train, "train", class_names=self.cfg.class_names)
+
+    @cached_property
+    def full_val(self):
+        return build_dataset(self.cfg.data.val, "val", class_names=self.cfg.class_names)
+
+    def train_dataset(self, task: int):
+        return self.full_train.subset(self.scenario.new_classes(task))
+
+    def eval_dataset(self, task: int):
+        return self.full_val.subset(self.scenario.seen_classes(task))

@@ -1,0 +1,239 @@
+"""The task-sequence runner: train each task, hand the weights over, evaluate, report, resume.
+
+One run directory per run (default ``runs/<config>/<scenario>/<method>/``):
+
+    run.json                 the run's settings; a re-run with other settings is refused
+    task_<t>/model.pth       the student's weights after task t (upstream's plain format)
+    task_<t>/eval.json       the evaluation after task t
+    task_<t>/done.json       written last: task t is finished
+    task_<t>/model_last.ckpt epoch checkpoint while task t trains (removed when it is done)
+    results.json, results.md, map_per_task.png
+
+Re-running the same command resumes: finished tasks are skipped, an interrupted task continues
+from its last epoch checkpoint. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
+from ..model.arch import build_model
+from ..trainer.builders import build_trainer, resolve_devices
+from ..trainer.evaluate import predict_dataset
+from ..util.check_point import CheckpointError, load_model_weight, read_checkpoint, save_model_state
+from ..util.config import config_name
+from ..util.io import atomic_write_json
+from ..util.logger import add_log_file, get_logger, remove_log_file
+from .data import TaskData
+from .methods.base import ContinualMethod, TaskContext
+from .metrics import mean_ap
+from .report import build_results, write_reports
+from .scenario import Scenario
+from .task import ContinualTask
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be resumed as asked."""
+
+
+def default_run_dir(cfg, scenario: Scenario, method: ContinualMethod) -> Path:
+    return Path("runs") / config_name(cfg) / scenario.name / method.name
+
+
+def check_continual_config(cfg):
+    arch = cfg.model.arch
+    if arch.get("aux_head"):
+        raise RunError("continual runs use the paper's model without the auxiliary head: "
+                       "remove model.arch.aux_head from the config")
+    if cfg.model.get("weight_averager"):
+        raise RunError("continual runs do not use an EMA weight averager: remove model.weight_averager")
+
+
+class ContinualRunner:
+    def __init__(self, cfg, scenario: Scenario, method: ContinualMethod, run_dir=None, seed: int = 1234,
+                 device: str | None = None, restart: bool = False, handover: str = "last",
+                 progress_bar: bool = True):
+        if handover not in ("last", "best"):
+            raise ValueError(f"handover must be 'last' or 'best', got {handover!r}")
+        check_continual_config(cfg)
+        self.cfg = cfg
+        self.scenario = scenario
+        self.method = method
+        self.run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, scenario, method)
+        self.seed = seed
+        self.device = device
+        self.restart = restart
+        self.handover = handover
+        self.progress_bar = progress_bar
+        self.logger = get_logger()
+
+    # ------------------------------------------------------------------ run settings
+    def settings(self) -> dict:
+        return {
+            "config": self.cfg.get("config_path"),
+            "config_name": config_name(self.cfg),
+            "scenario": self.scenario.name,
+            "tasks": [self.scenario.names(group) for group in self.scenario.tasks],
+            "method": self.method.describe(),
+            "seed": self.seed,
+            "handover": self.handover,
+            "epochs_per_task": self.cfg.schedule.total_epochs,
+            "cfg": self.cfg.to_dict(),
+        }
+
+    def _prepare_run_dir(self):
+        if self.restart and self.run_dir.exists():
+            self.logger.info("--restart: removing %s", self.run_dir)
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        settings = json.loads(json.dumps(self.settings(), default=str))
+        marker = self.run_dir / "run.json"
+        if marker.is_file():
+            previous = json.loads(marker.read_text())
+            differing = sorted(k for k in set(settings) | set(previous)
+                               if settings.get(k) != previous.get(k) and k != "config")
+            if differing:
+                raise RunError(
+                    f"{self.run_dir} holds a run with other settings (they differ in: {', '.join(differing)}); "
+                    f"re-run with --restart to start over, or --out to use another directory"
+                )
+        else:
+            atomic_write_json(marker, settings)
+
+    # ------------------------------------------------------------------ the sequence
+    def run(self) -> dict:
+        self._prepare_run_dir()
+        handler = add_log_file(self.run_dir / "run.log")
+        try:
+            return self._run()
+        finally:
+            remove_log_file(handler)
+
+    def _run(self) -> dict:
+        accelerator, devices = resolve_devices(self.cfg.device.gpu_ids, self.device)
+        eval_device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
+        data = TaskData(self.cfg, self.scenario)
+        model = build_model(self.cfg.model)
+        entries = []
+        self.logger.info("%s | method %s | run dir %s", self.scenario.describe(), self.method.name, self.run_dir)
+        for t in range(len(self.scenario)):
+            task_dir = self.run_dir / f"task_{t}"
+            if (task_dir / "done.json").is_file():
+                entries.append(json.loads((task_dir / "eval.json").read_text()))
+                self.logger.info("task %d already done: skipped (mAP %.4f)", t, entries[-1]["mAP"])
+                continue
+            entry = self._train_task(t, task_dir, data, model, eval_device)
+            entries.append(entry)
+            results = build_results(self.settings(), self.scenario, entries, finished=t + 1 == len(self.scenario))
+            write_reports(self.run_dir, results)
+            self._print_summary(entry, results)
+        results = build_results(self.settings(), self.scenario, entries, finished=True)
+        write_reports(self.run_dir, results)
+        return results
+
+    def _train_task(self, t: int, task_dir: Path, data: TaskData, model, eval_device) -> dict:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        if t > 0:  # hand-over: the previous task's weights (and the method's stored state)
+            load_model_weight(model, self.run_dir / f"task_{t - 1}" / "model.pth", strict=True)
+            self.method.load_state(self.run_dir / f"task_{t - 1}")
+        train_dataset = data.train_dataset(t)
+        if len(train_dataset) == 0:
+            raise RunError(f"task {t} ({self.scenario.names(self.scenario.new_classes(t))}) has no training images")
+        context = TaskContext(t, self.scenario, self.cfg, train_dataset=train_dataset, task_dir=task_dir)
+        pl.seed_everything(self.seed + t, workers=True, verbose=False)
+        self.method.on_task_start(context, model)
+        module = ContinualTask(self.cfg, model, self.method, context, evaluator=None)
+        eval_dataset = data.eval_dataset(t)
+        validate = self.handover == "best"
+        if validate:
+            module.evaluator = CocoDetectionEvaluator(eval_dataset)
+        trainer = build_trainer(self.cfg, task_dir, device=self.device, save_best=validate,
+                                enable_progress_bar=self.progress_bar, logger=True)
+        resume = self._resume_checkpoint(task_dir)
+        self.logger.info("task %d/%d: %s | %d training images%s", t, len(self.scenario) - 1,
+                         ", ".join(self.scenario.names(context.new_classes)), len(train_dataset),
+                         " | resuming from its last epoch" if resume else "")
+        val_loaders = None
+        if validate:
+            from ..trainer.builders import build_dataloader
+
+            val_loaders = build_dataloader(eval_dataset, self.cfg, train=False)
+        trainer.fit(module, val_dataloaders=val_loaders, ckpt_path=resume)
+        train_seconds = module.train_seconds()
+        if validate and (task_dir / "model_best.ckpt").is_file():
+            load_model_weight(model, task_dir / "model_best.ckpt", strict=True)
+        self.method.on_task_end(context, model)
+        self.method.save_state(task_dir)
+        save_model_state(task_dir / "model.pth", model)
+
+        start = time.perf_counter()
+        entry = self._evaluate(t, model, eval_dataset, eval_device)
+        entry.update(
+            train_images=len(train_dataset), epochs=trainer.current_epoch, train_seconds=round(train_seconds, 2),
+            eval_seconds=round(time.perf_counter() - start, 2),
+            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            parameters_in_memory=self.method.parameters_in_memory(model),
+            buffer_bytes=self.method.buffer_bytes(),
+        )
+        atomic_write_json(task_dir / "eval.json", entry)
+        atomic_write_json(task_dir / "done.json", {"task": t, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        for leftover in ("model_last.ckpt", "model_best.ckpt"):
+            (task_dir / leftover).unlink(missing_ok=True)
+        return entry
+
+    def _resume_checkpoint(self, task_dir: Path):
+        last = task_dir / "model_last.ckpt"
+        if not last.is_file():
+            return None
+        try:
+            read_checkpoint(last)
+        except CheckpointError as err:  # a write cut short by the interruption
+            self.logger.warning("cannot resume from %s (%s): restarting this task", last, err)
+            last.unlink()
+            return None
+        return str(last)
+
+    def _evaluate(self, t: int, model, eval_dataset, device) -> dict:
+        scenario = self.scenario
+        seen = scenario.seen_classes(t)
+        detections = predict_dataset(model, eval_dataset, self.cfg, device)
+        coco = CocoDetectionEvaluator(eval_dataset).evaluate(detections, class_ids=seen)
+        voc = VOCDetectionEvaluator(eval_dataset).evaluate(detections, class_ids=seen)
+        old, new = scenario.names(scenario.old_classes(t)), scenario.names(scenario.new_classes(t))
+        return {
+            "task": t,
+            "new_classes": new,
+            "old_classes": old,
+            "seen_classes": scenario.names(seen),
+            "eval_images": len(eval_dataset),
+            "mAP": coco["mAP"], "AP50": coco["AP_50"], "AP75": coco["AP_75"],
+            "AP_small": coco["AP_small"], "AP_m": coco["AP_m"], "AP_l": coco["AP_l"],
+            "voc_mAP50": voc["mAP"],
+            "old_mAP": mean_ap(coco["per_class_AP"], old), "new_mAP": mean_ap(coco["per_class_AP"], new),
+            "old_voc_mAP50": mean_ap(voc["per_class_AP"], old), "new_voc_mAP50": mean_ap(voc["per_class_AP"], new),
+            "per_class_AP": coco["per_class_AP"],
+            "per_class_AP50": coco["per_class_AP50"],
+            "per_class_voc_AP50": voc["per_class_AP"],
+        }
+
+    def _print_summary(self, entry: dict, results: dict):
+        t = entry["task"]
+        forgetting = results["per_task"][t].get("mean_forgetting")
+        parts = [
+            f"task {t}/{len(self.scenario) - 1} [{'+'.join(entry['new_classes'])}]",
+            f"mAP {entry['mAP']:.4f}", f"VOC mAP@0.5 {entry['voc_mAP50']:.4f}",
+            f"old {entry['old_mAP']:.4f}" if entry["old_classes"] else None,
+            f"new {entry['new_mAP']:.4f}",
+            f"forgetting {forgetting:.4f}" if forgetting is not None else None,
+            f"{entry['train_images']} images", f"{entry['train_seconds']:.0f} s",
+        ]
+        line = " | ".join(p for p in parts if p)
+        self.logger.info(line)
+        print(line, flush=True)

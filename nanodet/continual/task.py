@@ -1,0 +1,65 @@
+"""The Lightning module of one continual-learning task: TrainingTask plus the method's hooks."""
+
+from __future__ import annotations
+
+import time
+
+from ..trainer.task import TrainingTask
+from .methods.base import ContinualMethod, TaskContext
+
+
+class ContinualTask(TrainingTask):
+    """Trains ``model`` on one task; ``method`` adds its loss terms, freezing and batches.
+
+    A fresh one is made for every task, so each task gets a fresh optimizer, schedule and
+    warm-up (capped by the task's own length in ``TrainingTask.on_fit_start``).
+    """
+
+    def __init__(self, cfg, model, method: ContinualMethod, context: TaskContext, evaluator=None):
+        super().__init__(cfg, evaluator, model=model)
+        self.method = method
+        self.context = context
+        self._seconds_before_resume = 0.0
+        self._clock_start = time.perf_counter()
+
+    def train(self, mode: bool = True):
+        # Lightning switches the whole module to train mode at every epoch; frozen parts go
+        # straight back to eval so their BatchNorm statistics never move.
+        super().train(mode)
+        if mode and hasattr(self, "method"):
+            for module in self.method.frozen_modules(self.model):
+                module.eval()
+        return self
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.method.to(self.device)
+
+    def on_train_epoch_start(self):
+        pass  # no aux head in continual runs, so no epoch-dependent detaching
+
+    def compute_loss(self, batch):
+        outputs = self.method.forward_student(self.model, batch["img"])
+        loss, states = self.method.detection_loss(self.context, self.model, outputs, batch)
+        for name, term in self.method.extra_losses(self.context, self.model, batch, outputs).items():
+            loss = loss + term
+            states[name] = term
+        return loss, states
+
+    def train_dataloader(self):
+        return self.method.train_dataloader(self.context, self.cfg)
+
+    # Training time survives an interruption: it is carried in the epoch checkpoints.
+    def on_train_start(self):
+        self._clock_start = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        return self._seconds_before_resume + time.perf_counter() - self._clock_start
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["train_seconds"] = self.train_seconds()
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        self._seconds_before_resume = checkpoint.get("train_seconds", 0.0)

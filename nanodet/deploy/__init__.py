@@ -1,0 +1,1 @@
+"""Edge deployment: ONNX export, int8 quantization with onnxruntime, and evaluation of ONNX models."""

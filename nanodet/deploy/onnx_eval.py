@@ -1,0 +1,121 @@
+"""Feeding a dataset to a fixed-size ONNX model, and scoring an ONNX model with the evaluator.
+
+An exported model takes one image of exactly its input size. The val pipeline resizes an image
+to fit that size (keeping its aspect ratio if the config says so); the image is then padded at
+the bottom and right to the full size, which, as for PyTorch batches, leaves pixel coordinates
+and so the warp matrix unchanged.
+
+The raw ONNX output carries class probabilities (the head's export convention, as upstream's
+ONNX graph); ``evaluate_onnx`` turns them back into logits and hands them to the PyTorch head's
+``post_process``, so decoding, NMS and the mapping to the original image are exactly those the
+PyTorch model gets.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from ..data.collate import naive_collate
+from ..data.dataset import build_dataset
+
+# Probabilities are clamped this far from 0 and 1 before the logit; post_process's sigmoid then
+# gives them back up to this error, far below its 0.05 score threshold.
+PROBABILITY_EPS = 1e-6
+
+
+def build_dataset_at_size(dataset_cfg, input_size, class_names, mode: str = "val"):
+    """``build_dataset`` of a config node, resizing to ``input_size`` (w, h) instead of the
+    node's own; ``mode`` "val" (the default) applies no augmentation, also to a train node."""
+    return build_dataset({**dataset_cfg, "input_size": [int(s) for s in input_size]}, mode,
+                         class_names=class_names)
+
+
+def fixed_size_collate(samples, input_size):
+    """``naive_collate``, with every image padded (bottom, right) to ``input_size`` (w, h)."""
+    width, height = input_size
+    batch = naive_collate(samples)
+    images = []
+    for img in batch["img"]:
+        img_h, img_w = img.shape[-2:]
+        if img_h > height or img_w > width:
+            raise ValueError(f"an image of {img_w}x{img_h} does not fit the model input "
+                             f"{width}x{height}: the dataset's input_size must match the model's")
+        images.append(F.pad(img, [0, width - img_w, 0, height - img_h]))
+    batch["img"] = torch.stack(images).contiguous()
+    return batch
+
+
+def fixed_size_batches(dataset, input_size, indices=None, num_workers: int = 0):
+    """Single-image batches of ``dataset`` (all images, or ``indices``) at exactly ``input_size``."""
+    if indices is not None:
+        dataset = torch.utils.data.Subset(dataset, list(indices))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=1, shuffle=False, num_workers=num_workers,
+        collate_fn=functools.partial(fixed_size_collate, input_size=tuple(input_size)),
+    )
+
+
+def spread_indices(total: int, count: int):
+    """``count`` image indices spread evenly over ``0..total-1`` (all of them when fewer)."""
+    if count >= total:
+        return list(range(total))
+    return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session; ``threads`` defaults to the CPUs this process may use."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.log_severity_level = 3  # errors only: quantized graphs log many notices
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_input_size(session) -> tuple[int, int]:
+    """(width, height) of a fixed-size ``[1, 3, H, W]`` model input."""
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4 or not all(isinstance(s, int) for s in shape[2:]):
+        raise ValueError(f"expected a fixed [1, 3, H, W] input, the model has {shape}")
+    return shape[3], shape[2]
+
+
+def raw_output_to_preds(output: np.ndarray, num_classes: int) -> torch.Tensor:
+    """The raw ONNX output (class probabilities, distribution logits) as the PyTorch head's
+    output (class logits, distribution logits), ready for ``post_process``."""
+    preds = torch.from_numpy(np.asarray(output, dtype=np.float32))
+    scores, distributions = preds[..., :num_classes], preds[..., num_classes:]
+    logits = torch.logit(scores.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))
+    return torch.cat([logits, distributions], dim=-1)
+
+
+def predict_onnx(session, head, dataset, num_workers: int = 0) -> dict:
+    """Detections of the ONNX model on every image of ``dataset``, in upstream's results
+    format (``{img_id: {label: [[x0, y0, x1, y1, score], ...]}}``), post-processed by ``head``
+    (a ``NanoDetPlusHead`` of the same config; its weights are not used)."""
+    outputs = session.get_outputs()
+    expected = head.num_outputs
+    if len(outputs) != 1 or outputs[0].shape[-1] != expected:
+        shapes = [o.shape for o in outputs]
+        raise ValueError(f"expected one raw output [1, N, {expected}] (an export without "
+                         f"--decode), the model has {shapes}")
+    input_name = session.get_inputs()[0].name
+    results = {}
+    for batch in fixed_size_batches(dataset, onnx_input_size(session), num_workers=num_workers):
+        (output,) = session.run(None, {input_name: batch["img"].numpy()})
+        results.update(head.post_process(raw_output_to_preds(output, head.num_classes), batch))
+    return results
+
+
+def evaluate_onnx(onnx_path, head, dataset, evaluator, num_workers: int = 0, threads=None,
+                  save_dir=None, class_ids=None) -> dict:
+    """The evaluator's metrics of the ONNX model at ``onnx_path`` on ``dataset`` (whose
+    ``input_size`` must be the model's)."""
+    session = onnx_session(onnx_path, threads)
+    results = predict_onnx(session, head, dataset, num_workers)
+    return evaluator.evaluate(results, save_dir=save_dir, class_ids=class_ids)

@@ -1,0 +1,69 @@
+"""Export a trained detector to ONNX at a fixed input size and check it against PyTorch.
+
+    python tools/export_onnx.py cfg/synthetic.yml --model workspace/synthetic/model_best.ckpt \
+        --out workspace/synthetic/nanodet.onnx [--decode] [--input-size 320 320] [--opset 13]
+
+Output ``output`` [1, N, C + 4 * (reg_max + 1)]: class probabilities, then distance-distribution
+logits (upstream's layout); with --decode, ``boxes`` [1, N, 4] (xyxy, input pixels) and
+``scores`` [1, N, C] instead. Then runs the ONNX model with onnxruntime and the PyTorch model on
+a few val images (val pipeline) and prints the largest absolute difference of their outputs.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nanodet.deploy.onnx_eval import build_dataset_at_size  # noqa: E402
+from nanodet.deploy.onnx_export import (DEFAULT_OPSET, dataset_images, export_onnx,  # noqa: E402
+                                        max_abs_difference)
+from nanodet.model.arch import build_model  # noqa: E402
+from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint (.ckpt) or weights (.pth); without it the random initial weights are exported")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--decode", action="store_true", help="output decoded boxes and scores")
+    parser.add_argument("--input-size", nargs=2, type=int, metavar=("W", "H"), default=None,
+                        help="input width and height (default: the config's data.val.input_size)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 13 (default {DEFAULT_OPSET})")
+    parser.add_argument("--check-images", type=int, default=4,
+                        help="val images to compare onnxruntime with PyTorch on (0: no check)")
+    add_config_override_arg(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args.config, args)
+    input_size = tuple(args.input_size or cfg.data.val.input_size)
+
+    model = build_model(cfg.model)
+    if args.model:
+        try:
+            load_model_weight(model, args.model, strict=True)
+        except CheckpointError as err:
+            raise SystemExit(f"error: {err}") from None
+    else:
+        get_logger().warning("no --model: exporting the random initial weights")
+    try:
+        out = export_onnx(model, args.out, input_size, decode=args.decode, opset=args.opset)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    outputs = "boxes [1, N, 4], scores [1, N, C]" if args.decode else "output [1, N, C + 4 * (reg_max + 1)]"
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): input data [1, 3, {input_size[1]}, "
+          f"{input_size[0]}], {outputs}, opset {args.opset}")
+
+    max_diff = None
+    if args.check_images > 0:
+        dataset = build_dataset_at_size(cfg.data.val, input_size, cfg.class_names)
+        images = dataset_images(dataset, input_size, args.check_images)
+        max_diff = max_abs_difference(model, out, images, decode=args.decode)
+        print(f"onnxruntime vs PyTorch on {len(images)} val images: max abs difference {max_diff:.3g}")
+    return {"path": str(out), "max_abs_diff": max_diff}
+
+
+if __name__ == "__main__":
+    main()

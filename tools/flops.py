@@ -1,0 +1,57 @@
+"""Parameters and MACs of a config's detector, part by part.
+
+    python tools/flops.py cfg/synthetic.yml [--input-size 320 320] [--set KEY=VALUE ...]
+
+MACs are counted by PyTorch's FlopCounterMode (convolutions and matrix products; MACs = FLOPs / 2)
+for one image at the config's val input size (or --input-size W H). The aux head, when the
+config has one, runs at training time only and is listed apart from the inference total.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nanodet.model.arch import build_model  # noqa: E402
+from nanodet.model.complexity import INFERENCE_PARTS, model_complexity, sum_parts  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+
+PART_LABELS = {"backbone": "backbone", "fpn": "neck (fpn)", "head": "head",
+               "aux_fpn": "aux neck (training only)", "aux_head": "aux head (training only)"}
+
+
+def format_table(complexity: dict) -> str:
+    rows = [(PART_LABELS.get(part, part), entry) for part, entry in complexity.items()]
+    inference = sum_parts(complexity, INFERENCE_PARTS)
+    rows.append(("inference total", inference))
+    neck_head = sum_parts(complexity, ("fpn", "head"))
+    rows.append(("  of which neck + head", neck_head))
+    if len(complexity) > len([p for p in INFERENCE_PARTS if p in complexity]):
+        rows.append(("training total (with aux)", sum_parts(complexity)))
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'part':<{width}}  {'params':>10}  {'trainable':>10}  {'GMACs':>8}"]
+    for label, entry in rows:
+        lines.append(f"{label:<{width}}  {entry['params']:>10,}  {entry['trainable_params']:>10,}  "
+                     f"{entry['macs'] / 1e9:>8.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--input-size", nargs=2, type=int, metavar=("W", "H"), default=None,
+                        help="input width and height (default: the config's data.val.input_size)")
+    add_config_override_arg(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args.config, args)
+    input_size = tuple(args.input_size or cfg.data.val.input_size)
+    complexity = model_complexity(build_model(cfg.model), input_size)
+    print(f"{args.config} at {input_size[0]}x{input_size[1]} (MACs counted by "
+          "torch.utils.flop_counter: convolutions and matrix products)")
+    print(format_table(complexity))
+    return complexity
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Quantize an exported detector to int8 with onnxruntime, then evaluate both models on the val set.
+
+    python tools/quantize.py cfg/synthetic.yml --model workspace/synthetic/nanodet.onnx \
+        --out workspace/synthetic/nanodet_int8.onnx --calib 300 [--no-head-fp32] [--val-images K]
+
+Static quantization (QDQ, int8 weights per channel, uint8 activations), calibrated on --calib
+training images spread over the training set, through the val pipeline (no augmentation).
+The model must be a raw-output export (tools/export_onnx.py without --decode). Prints the file
+sizes, the bytes of stored weights by data type, and the evaluator's metrics of the fp32 and the
+int8 model, both run with onnxruntime and post-processed by the PyTorch head.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nanodet.deploy.onnx_eval import build_dataset_at_size, evaluate_onnx, onnx_input_size, onnx_session  # noqa: E402
+from nanodet.deploy.quantize import calibration_reader, initializer_bytes, quantize_onnx  # noqa: E402
+from nanodet.evaluator import build_evaluator  # noqa: E402
+from nanodet.model.head import build_head  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+
+
+def describe_size(path) -> str:
+    by_type = initializer_bytes(path)
+    weights = ", ".join(f"{name} {count:,} B" for name, count in sorted(by_type.items(), key=lambda kv: -kv[1]))
+    return f"{path}: file {Path(path).stat().st_size:,} B; stored tensors {weights}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--model", required=True, help="fp32 ONNX model (tools/export_onnx.py, raw output)")
+    parser.add_argument("--out", required=True, help="int8 ONNX file to write")
+    parser.add_argument("--calib", type=int, default=200, help="calibration images from the training set (default 200)")
+    parser.add_argument("--head-fp32", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the head's last 1x1 convs (gfl_cls) in fp32 (default: yes)")
+    parser.add_argument("--no-eval", action="store_true", help="only quantize and print the sizes")
+    parser.add_argument("--val-images", type=int, default=None, help="evaluate on the first K val images only")
+    add_config_override_arg(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args.config, args)
+    if args.calib < 1:
+        raise SystemExit("error: --calib must be at least 1")
+
+    input_size = onnx_input_size(onnx_session(args.model, threads=1))
+    train_images = build_dataset_at_size(cfg.data.train, input_size, cfg.class_names, mode="val")
+    reader = calibration_reader(args.model, train_images, args.calib)
+    out = quantize_onnx(args.model, args.out, reader, keep_head_output_fp32=args.head_fp32)
+    int8_bytes = initializer_bytes(out).get("INT8", 0)
+    print(f"calibrated on {len(reader)} training images at {input_size[0]}x{input_size[1]}"
+          f"{'; head output convs kept in fp32' if args.head_fp32 else ''}")
+    print(describe_size(args.model))
+    print(describe_size(out))
+    print(f"int8 weights: {int8_bytes:,} B ({int8_bytes / 2**20:.2f} MiB)")
+    results = {"int8_weight_bytes": int8_bytes, "int8_file_bytes": out.stat().st_size}
+    if args.no_eval:
+        return results
+
+    val = build_dataset_at_size(cfg.data.val, input_size, cfg.class_names)
+    if args.val_images:
+        val = val.with_records(val.records[:args.val_images])
+    evaluator = build_evaluator(cfg.evaluator, val)
+    head = build_head(cfg.model.arch.head)
+    key = cfg.evaluator.save_key
+    for name, path in (("fp32", args.model), ("int8", out)):
+        metrics = evaluate_onnx(path, head, val, evaluator)
+        results[name] = metrics
+        print(f"{name}: {cfg.evaluator.name} {key} {metrics[key]:.4f} on {len(val)} val images")
+    print(f"int8 - fp32: {100 * (results['int8'][key] - results['fp32'][key]):+.2f} points of {key}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
