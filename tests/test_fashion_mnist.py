@@ -89,8 +89,10 @@ def test_corrupt_idx_files_are_named(tmp_path):
     }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-    (tmp_path / "cut.gz").write_bytes(gzip.compress(good)[:-20])
-    for name in [*cases, "cut.gz"]:
+    compressed = gzip.compress(good)
+    (tmp_path / "cut.gz").write_bytes(compressed[:-20])
+    (tmp_path / "garbled.gz").write_bytes(compressed[:20] + b"\xff" * 10 + compressed[30:])
+    for name in [*cases, "cut.gz", "garbled.gz"]:
         with pytest.raises(ValueError, match=name):
             read_idx(tmp_path / name)
 

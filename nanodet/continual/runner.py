@@ -25,11 +25,11 @@ import torch
 
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..model.arch import build_model
-from ..trainer.builders import build_trainer, resolve_devices
+from ..trainer.builders import build_dataloader, build_trainer, resolve_devices
 from ..trainer.evaluate import predict_dataset
 from ..util.check_point import CheckpointError, load_model_weight, read_checkpoint, save_model_state
 from ..util.config import config_name
-from ..util.io import atomic_write_json
+from ..util.io import atomic_write_json, json_safe
 from ..util.logger import add_log_file, get_logger, remove_log_file
 from .data import TaskData
 from .methods.base import ContinualMethod, TaskContext
@@ -59,7 +59,7 @@ def check_continual_config(cfg):
 class ContinualRunner:
     def __init__(self, cfg, scenario: Scenario, method: ContinualMethod, run_dir=None, seed: int = 1234,
                  device: str | None = None, restart: bool = False, handover: str = "last",
-                 progress_bar: bool = True):
+                 progress_bar: bool = True, callbacks=()):
         if handover not in ("last", "best"):
             raise ValueError(f"handover must be 'last' or 'best', got {handover!r}")
         check_continual_config(cfg)
@@ -72,6 +72,7 @@ class ContinualRunner:
         self.restart = restart
         self.handover = handover
         self.progress_bar = progress_bar
+        self.callbacks = list(callbacks)  # extra Lightning callbacks for every task's Trainer
         self.logger = get_logger()
 
     # ------------------------------------------------------------------ run settings
@@ -155,16 +156,12 @@ class ContinualRunner:
         if validate:
             module.evaluator = CocoDetectionEvaluator(eval_dataset)
         trainer = build_trainer(self.cfg, task_dir, device=self.device, save_best=validate,
-                                enable_progress_bar=self.progress_bar, logger=True)
+                                enable_progress_bar=self.progress_bar, logger=True, callbacks=self.callbacks)
         resume = self._resume_checkpoint(task_dir)
         self.logger.info("task %d/%d: %s | %d training images%s", t, len(self.scenario) - 1,
                          ", ".join(self.scenario.names(context.new_classes)), len(train_dataset),
                          " | resuming from its last epoch" if resume else "")
-        val_loaders = None
-        if validate:
-            from ..trainer.builders import build_dataloader
-
-            val_loaders = build_dataloader(eval_dataset, self.cfg, train=False)
+        val_loaders = build_dataloader(eval_dataset, self.cfg, train=False) if validate else None
         trainer.fit(module, val_dataloaders=val_loaders, ckpt_path=resume)
         train_seconds = module.train_seconds()
         if validate and (task_dir / "model_best.ckpt").is_file():
@@ -182,6 +179,7 @@ class ContinualRunner:
             parameters_in_memory=self.method.parameters_in_memory(model),
             buffer_bytes=self.method.buffer_bytes(),
         )
+        entry = json_safe(entry)  # the same values whether read back from disk or not
         atomic_write_json(task_dir / "eval.json", entry)
         atomic_write_json(task_dir / "done.json", {"task": t, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
         for leftover in ("model_last.ckpt", "model_best.ckpt"):

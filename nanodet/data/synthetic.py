@@ -35,6 +35,7 @@ import math
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
@@ -313,7 +314,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             gzipped = raw.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
             data = f.read()
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+    except (OSError, EOFError, zlib.error) as err:  # a bad .gz header, a cut .gz, corrupt compressed data
         if isinstance(err, FileNotFoundError):
             raise
         raise ValueError(f"{path}: unreadable IDX file ({err})") from None

@@ -30,19 +30,20 @@ def atomic_write_text(path: str | Path, text: str):
 
 def atomic_write_json(path: str | Path, data: Any, indent: int = 2):
     """Strict JSON: undefined numbers (nan, inf) are written as null."""
-    text = json.dumps(_finite(data), indent=indent, default=_jsonable, allow_nan=False)
+    text = json.dumps(json_safe(data), indent=indent, default=_jsonable, allow_nan=False)
     atomic_write_text(path, text + "\n")
 
 
-def _finite(value):
+def json_safe(value):
+    """``value`` with nan and inf floats replaced by None and numpy/torch scalars by numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
-        return _finite(value.item())
+        return json_safe(value.item())
     return value
 
 

@@ -54,10 +54,11 @@ class BatchedAssignResult(NamedTuple):
 def batched_center_in_gt_mask(priors, gt_bboxes):
     """``[B, P, G]`` bool: whether each prior centre (``priors [P, >=2]``) lies strictly inside
     each GT box (``gt_bboxes [B, G, 4]``)."""
-    centers = priors[None, :, None, :2]
-    left_top = centers - gt_bboxes[:, None, :, :2]
-    right_bottom = gt_bboxes[:, None, :, 2:] - centers
-    return torch.cat([left_top, right_bottom], dim=-1).min(dim=-1).values > 0
+    # Four comparisons instead of the per-image path's min over a [P, G, 4] stack of
+    # differences: for floats ``a - b > 0`` exactly when ``a > b``, so the mask is the same.
+    cx, cy = priors[None, :, None, 0], priors[None, :, None, 1]
+    x0, y0, x1, y1 = (gt_bboxes[:, None, :, i] for i in range(4))
+    return (cx > x0) & (cy > y0) & (x1 > cx) & (y1 > cy)
 
 
 def batched_soft_label_cls_cost(cls_logits, gt_labels, ious):

@@ -1,0 +1,146 @@
+"""The continual-learning core end to end on the CPU: task data, a 2-task run, its outputs, resume."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+
+from nanodet.continual import ContinualRunner, build_method, parse_scenario
+from nanodet.continual.data import TaskData
+from nanodet.continual.runner import RunError
+from nanodet.util import CfgNode, read_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "{train: 24, test: 12, seed: 2, width: 128, height: 128}"
+SCENARIO = "[[disc, ring, square, frame, triangle, diamond, cross, star, hexagon, octagon], " \
+           "[pentagon, crescent, arrow, bar, lshape, tshape, checker, target, bowtie, drop]]"
+
+
+def tiny_cfg(tmp_path, epochs=1):
+    data = tmp_path.parent / "tiny_synthetic"  # shared by the tests of this module
+    return read_config(ROOT / "cfg/demo.yml", [
+        f"data.train.root={data}", f"data.val.root={data}",
+        f"data.train.synthetic={TINY}", f"data.val.synthetic={TINY}",
+        "data.train.input_size=[128, 128]", "data.val.input_size=[128, 128]",
+        "device.workers_per_gpu=0", "device.batchsize_per_gpu=8",
+        f"schedule.total_epochs={epochs}", f"schedule.lr_schedule.T_max={epochs}", "schedule.warmup.steps=2",
+    ])
+
+
+def make_runner(tmp_path, epochs=1, callbacks=(), **kwargs):
+    cfg = tiny_cfg(tmp_path, epochs)
+    return ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"),
+                           run_dir=tmp_path / "run", seed=7, progress_bar=False, callbacks=callbacks, **kwargs)
+
+
+# ----------------------------------------------------------------------------- task data
+def test_task_datasets_follow_the_missing_annotation_protocol(synthetic_data, eval_pipeline):
+    node = {"name": "XMLDataset", "img_path": synthetic_data.img_dir, "ann_path": synthetic_data.voc_xml_dir,
+            "input_size": [128, 128], "pipeline": eval_pipeline}
+    cfg = CfgNode({"class_names": synthetic_data.class_names, "data": {"train": node, "val": node}})
+    scenario = parse_scenario("[[red], [green, blue]]", synthetic_data.class_names)
+    data = TaskData(cfg, scenario)
+    gt = {g["file_name"]: g for g in synthetic_data.gt}
+
+    task1 = data.train_dataset(1)
+    expected = [g["file_name"] for g in synthetic_data.gt if np.isin(g["labels"], [1, 2]).any()]
+    assert [r.file_name for r in task1.records] == expected  # which images, deterministic order
+    for record in task1.records:
+        keep = np.isin(gt[record.file_name]["labels"], [1, 2])
+        assert np.array_equal(record.labels, gt[record.file_name]["labels"][keep])  # global labels
+        assert np.allclose(record.boxes, gt[record.file_name]["boxes"][keep])  # only task boxes
+    assert set(np.concatenate([r.labels for r in data.train_dataset(0).records])) == {0}
+    # evaluation after task 1: every image with a seen-class box, all seen boxes
+    assert len(data.eval_dataset(1)) == sum(np.isin(g["labels"], [0, 1, 2]).any() for g in synthetic_data.gt)
+    assert data.full_train is data.full_train  # parsed once
+
+
+# ----------------------------------------------------------------------------- a whole run
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("run")
+    results = make_runner(tmp_path).run()
+    return tmp_path, results
+
+
+def test_a_two_task_run_writes_every_output(finished_run):
+    tmp_path, results = finished_run
+    run = tmp_path / "run"
+    for name in ("run.json", "run.log", "results.json", "results.md", "map_per_task.png"):
+        assert (run / name).is_file(), name
+    for t in (0, 1):
+        for name in ("model.pth", "eval.json", "done.json"):
+            assert (run / f"task_{t}" / name).is_file(), (t, name)
+        assert not (run / f"task_{t}" / "model_last.ckpt").exists()
+    on_disk = json.loads((run / "results.json").read_text())
+    assert on_disk["finished"] and on_disk["scenario"] == "custom" and on_disk["seed"] == 7
+    assert on_disk["method"]["method"] == "naive" and len(on_disk["classes"]) == 20
+    first, second = on_disk["per_task"]
+    assert first["new_classes"][0] == "disc" and second["old_classes"] == first["new_classes"]
+    assert second["seen_classes"] == on_disk["classes"]
+    for key in ("train_images", "eval_images", "train_seconds", "mAP", "AP50", "voc_mAP50", "per_class_AP",
+                "new_mAP", "trainable_parameters", "parameters_in_memory"):
+        assert key in second, key
+    assert set(second["per_class_AP"]) == set(on_disk["classes"])
+    assert first["train_images"] < 24 and first["eval_images"] <= 12
+    assert on_disk["task_matrix"][0][1] is None and len(on_disk["task_matrix"][1]) == 2
+    assert "0" in second["forgetting"] and on_disk["parameters"]["trainable"] > 1_000_000
+    assert "| 1 |" in (run / "results.md").read_text()
+
+
+def test_rerunning_a_finished_run_trains_nothing(finished_run):
+    tmp_path, results = finished_run
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("task_*/model.pth")}
+    again = make_runner(tmp_path).run()
+    assert again["per_task"] == results["per_task"]
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("task_*/model.pth")}
+
+
+def test_other_settings_in_the_same_directory_are_refused(finished_run):
+    tmp_path, _ = finished_run
+    with pytest.raises(RunError, match="differ in: seed"):
+        cfg = tiny_cfg(tmp_path)
+        ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"),
+                        run_dir=tmp_path / "run", seed=8, progress_bar=False).run()
+
+
+class Interrupt(pl.Callback):
+    """Stops training at the start of a given epoch of a given task, like a killed process."""
+
+    def __init__(self, task, epoch):
+        self.task, self.epoch = task, epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if module.context.index == self.task and trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_between_tasks(tmp_path):
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        make_runner(tmp_path, callbacks=[Interrupt(task=1, epoch=0)]).run()
+    run = tmp_path / "run"
+    assert (run / "task_0" / "done.json").is_file() and not (run / "task_1" / "done.json").exists()
+    stamp = (run / "task_0" / "model.pth").stat().st_mtime_ns
+    results = make_runner(tmp_path).run()
+    assert results["finished"] and (run / "task_0" / "model.pth").stat().st_mtime_ns == stamp
+
+
+def test_resume_within_a_task_continues_from_its_last_epoch(tmp_path):
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        make_runner(tmp_path, epochs=2, callbacks=[Interrupt(task=0, epoch=1)]).run()
+    checkpoint = tmp_path / "run" / "task_0" / "model_last.ckpt"
+    assert checkpoint.is_file()
+
+    class CountEpochs(pl.Callback):
+        epochs = []
+
+        def on_train_epoch_start(self, trainer, module):
+            self.epochs.append((module.context.index, trainer.current_epoch))
+
+    counter = CountEpochs()
+    results = make_runner(tmp_path, epochs=2, callbacks=[counter]).run()
+    assert counter.epochs == [(0, 1), (1, 0), (1, 1)]  # task 0 only re-ran its second epoch
+    assert results["finished"] and results["per_task"][0]["epochs"] == 2
+    assert "resuming from its last epoch" in (tmp_path / "run" / "run.log").read_text()
