@@ -579,7 +579,8 @@ def _generate_one(job):
     ok, encoded = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
     assert ok
     (Path(out_dir) / "JPEGImages" / f"{image_id}.jpg").write_bytes(encoded.tobytes())
-    (Path(out_dir) / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(image_id, spec.width, spec.height, objects, spec.classes))
+    xml = _voc_xml(image_id, spec.width, spec.height, objects, spec.classes)
+    (Path(out_dir) / "Annotations" / f"{image_id}.xml").write_text(xml)
     return objects
 
 
