@@ -147,7 +147,8 @@ class ContinualRunner:
         train_dataset = data.train_dataset(t)
         if len(train_dataset) == 0:
             raise RunError(f"task {t} ({self.scenario.names(self.scenario.new_classes(t))}) has no training images")
-        context = TaskContext(t, self.scenario, self.cfg, train_dataset=train_dataset, task_dir=task_dir)
+        context = TaskContext(t, self.scenario, self.cfg, train_dataset=train_dataset, task_dir=task_dir,
+                              seed=self.seed)
         pl.seed_everything(self.seed + t, workers=True, verbose=False)
         self.method.on_task_start(context, model)
         module = ContinualTask(self.cfg, model, self.method, context, evaluator=None)

@@ -39,11 +39,14 @@ class ContinualTask(TrainingTask):
         pass  # no aux head in continual runs, so no epoch-dependent detaching
 
     def compute_loss(self, batch):
-        outputs = self.method.forward_student(self.model, batch["img"])
-        loss, states = self.method.detection_loss(self.context, self.model, outputs, batch)
-        for name, term in self.method.extra_losses(self.context, self.model, batch, outputs).items():
+        method, context = self.method, self.context
+        student, batch = method.forward_student(context, self.model, batch)
+        teacher = method.forward_teacher(batch["img"], student)  # once, shared by every term
+        batch = method.add_pseudo_labels(context, self.model, batch, teacher)
+        loss, states = method.detection_loss(context, self.model, student, batch)
+        for name, term in method.extra_losses(context, self.model, batch, student, teacher).items():
             loss = loss + term
-            states[name] = term
+            states[name] = term.detach()
         return loss, states
 
     def train_dataloader(self):

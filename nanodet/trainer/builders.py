@@ -62,19 +62,25 @@ def resolve_precision(precision, accelerator: str) -> str:
     return resolved
 
 
-def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None):
+def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None,
+                     batch_sampler=None):
+    """A loader with the config's batch size and workers; ``batch_sampler`` replaces both
+    the batch size and the shuffling (replay draws its own batches)."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
     num_workers = cfg.device.workers_per_gpu if num_workers is None else num_workers
+    batching = {"batch_sampler": batch_sampler} if batch_sampler is not None else {
+        "batch_size": batch_size,
+        "shuffle": train,
+        # Dropping a ragged last batch only makes sense when there is more than one batch.
+        "drop_last": train and len(dataset) > batch_size,
+    }
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=train,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         collate_fn=functools.partial(collate_and_pad, divisible=32),
-        # Dropping a ragged last batch only makes sense when there is more than one batch.
-        drop_last=train and len(dataset) > batch_size,
+        **batching,
     )
 
 

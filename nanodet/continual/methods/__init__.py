@@ -1,8 +1,19 @@
-"""Continual-learning methods by name."""
+"""Continual-learning methods by name; each is one small class in its own file."""
 
-from .base import ContinualMethod, StudentOutputs, TaskContext
+from .base import ContinualMethod, TaskContext
+from .latent_distillation import LatentDistillation
+from .lwf import LwF
+from .replay import Replay
+from .sid import SID
+from .teacher import StudentOutputs, Teacher
 
-METHODS = {"naive": ContinualMethod}
+METHODS = {
+    "naive": ContinualMethod,
+    "replay": Replay,
+    "lwf": LwF,
+    "sid": SID,
+    "ld": LatentDistillation,
+}
 
 
 def build_method(name: str, **settings) -> ContinualMethod:
@@ -11,4 +22,5 @@ def build_method(name: str, **settings) -> ContinualMethod:
     return METHODS[name](**settings)
 
 
-__all__ = ["METHODS", "ContinualMethod", "StudentOutputs", "TaskContext", "build_method"]
+__all__ = ["METHODS", "ContinualMethod", "LatentDistillation", "LwF", "Replay", "SID", "StudentOutputs",
+           "TaskContext", "Teacher", "build_method"]

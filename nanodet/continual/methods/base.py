@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
+import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 from ...trainer.builders import build_dataloader
 from ..scenario import Scenario
+from .teacher import StudentOutputs, Teacher
 
 
 @dataclass
@@ -27,6 +29,7 @@ class TaskContext:
     cfg: object
     train_dataset: object = None
     task_dir: Path | None = None
+    seed: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -42,26 +45,39 @@ class TaskContext:
         return self.scenario.future_classes(self.index)
 
 
-class StudentOutputs(NamedTuple):
-    preds: torch.Tensor  # raw head output [B, priors, C + 4 * (reg_max + 1)]
-    towers: list | None = None  # per level: the head's feature map before gfl_cls
-    features: tuple | None = None  # backbone feature maps
-
-
 class ContinualMethod:
-    """Naive fine-tuning: the detection loss on the current task's boxes, nothing else."""
+    """Naive fine-tuning: the detection loss on the current task's boxes, nothing else.
+
+    Options every method has:
+        pseudo_labels: a score; the teacher's old-class detections above it join each new-task
+            image's boxes (in the augmented image's coordinates), except where they overlap a
+            ground-truth box (IoU >= ``pseudo_label_iou``).
+        drop_background: at tasks >= 1, drop the negative (background) term of the quality focal
+            loss, as the original distillation configs did, so unlabeled old objects are not
+            pushed towards background. Task 0 is always standard.
+    """
 
     name = "naive"
+    distills = False  # whether the loss needs the previous task's model as a teacher
+    shares_backbone = False  # whether that teacher runs on the student's backbone features
 
-    def __init__(self, **settings):
-        self.settings = settings
+    def __init__(self, pseudo_labels: float | None = None, pseudo_label_iou: float = 0.5,
+                 drop_background: bool = False):
+        if pseudo_labels is not None and not 0.0 < pseudo_labels < 1.0:
+            raise ValueError(f"--pseudo-labels is a score threshold in (0, 1), got {pseudo_labels}")
+        self.pseudo_labels = pseudo_labels
+        self.pseudo_label_iou = pseudo_label_iou
+        self.drop_background = drop_background
+        self.teacher: Teacher | None = None
 
     # ---------------------------------------------------------------- task start and end
     def on_task_start(self, context: TaskContext, model: torch.nn.Module):
-        """Freeze parts, copy a teacher, ... before the task's first step."""
+        """Freeze parts, copy the teacher, ... before the task's first step."""
+        needs_teacher = self.distills or self.pseudo_labels is not None
+        self.teacher = Teacher(model, self.shares_backbone) if needs_teacher and context.index > 0 else None
 
     def on_task_end(self, context: TaskContext, model: torch.nn.Module):
-        """Store what later tasks need (a teacher is made at the next start, from the weights)."""
+        """Store what later tasks need (the teacher is made at the next start, from the weights)."""
 
     def save_state(self, task_dir: Path):
         """Persist what ``on_task_end`` stored, so a resumed run finds it."""
@@ -70,17 +86,30 @@ class ContinualMethod:
         """Read back what ``save_state`` wrote after the task whose folder is ``task_dir``."""
 
     # ---------------------------------------------------------------- the training step
-    def forward_student(self, model, img) -> StudentOutputs:
-        features = model.backbone(img)
-        preds, towers = model.head.forward_with_towers(model.fpn(features))
-        return StudentOutputs(preds, towers, features)
+    def forward_student(self, context: TaskContext, model, batch) -> tuple[StudentOutputs, dict]:
+        """The student's outputs, and the batch the losses see (a method may extend it)."""
+        return student_forward(model, batch["img"]), batch
+
+    def forward_teacher(self, img, student: StudentOutputs) -> StudentOutputs | None:
+        if self.teacher is None:
+            return None
+        return self.teacher(features=student.features) if self.shares_backbone else self.teacher(img)
 
     def detection_loss(self, context: TaskContext, model, outputs: StudentOutputs, batch):
+        if self.drop_background and context.index > 0:
+            return model.head.loss(outputs.preds, batch, background=False)
         return model.head.loss(outputs.preds, batch)
 
-    def extra_losses(self, context: TaskContext, model, batch, outputs: StudentOutputs) -> dict:
+    def extra_losses(self, context: TaskContext, model, batch, outputs: StudentOutputs,
+                     teacher: StudentOutputs | None) -> dict:
         """Named loss terms added to the detection loss (distillation, ...)."""
         return {}
+
+    def add_pseudo_labels(self, context: TaskContext, model, batch, teacher: StudentOutputs):
+        if self.pseudo_labels is None or teacher is None:
+            return batch
+        return add_pseudo_labels(model.head, batch, teacher.preds, context.old_classes,
+                                 self.pseudo_labels, self.pseudo_label_iou)
 
     def train_dataloader(self, context: TaskContext, cfg):
         return build_dataloader(context.train_dataset, cfg, train=True)
@@ -91,15 +120,56 @@ class ContinualMethod:
         return []
 
     def to(self, device):
-        """Move what the method holds (a teacher, a buffer) to the training device."""
+        """Move what the method holds (the teacher, a buffer) to the training device."""
+        if self.teacher is not None:
+            self.teacher.to(device)
         return self
 
     def parameters_in_memory(self, model) -> int:
-        """Parameters held in memory while training: the student, plus a teacher where there is one."""
-        return sum(p.numel() for p in model.parameters())
+        """Parameters held in memory while training: the student, plus the teacher if any."""
+        student = sum(p.numel() for p in model.parameters())
+        return student + (self.teacher.num_parameters() if self.teacher is not None else 0)
 
     def buffer_bytes(self) -> int:
         return 0
 
     def describe(self) -> dict:
-        return {"method": self.name, **self.settings}
+        settings = {"method": self.name}
+        if self.pseudo_labels is not None:
+            settings.update(pseudo_labels=self.pseudo_labels, pseudo_label_iou=self.pseudo_label_iou)
+        if self.drop_background:
+            settings["drop_background"] = True
+        return settings
+
+
+def student_forward(model, img, frozen_backbone: bool = False) -> StudentOutputs:
+    """Backbone, neck and head; a frozen backbone runs without building a graph."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_backbone):
+        features = model.backbone(img)
+    preds, towers = model.head.forward_with_towers(model.fpn(features))
+    return StudentOutputs(preds, towers, features)
+
+
+def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
+    """The batch with the teacher's old-class detections added to each image's boxes.
+
+    Detections are decoded in the network input's pixels, which are the augmented image's, so
+    they line up with the (augmented) ground truth; those overlapping a ground-truth box are
+    dropped, since that object is already labeled.
+    """
+    cls_preds, reg_preds = head._split(teacher_preds)
+    detections = head.get_bboxes(cls_preds, reg_preds, batch)
+    old = torch.as_tensor(sorted(old_classes), device=cls_preds.device)
+    all_boxes, all_labels = [], []
+    for (dets, labels), gt_boxes, gt_labels in zip(detections, batch["gt_bboxes"], batch["gt_labels"]):
+        keep = (dets[:, 4] >= score_threshold) & torch.isin(labels, old)
+        boxes, labels = dets[keep, :4], labels[keep]
+        gt = torch.as_tensor(np.asarray(gt_boxes), dtype=boxes.dtype, device=boxes.device).reshape(-1, 4)
+        if len(gt) and len(boxes):
+            keep = box_iou(boxes, gt).max(dim=1).values < iou_threshold
+            boxes, labels = boxes[keep], labels[keep]
+        all_boxes.append(np.concatenate([np.asarray(gt_boxes, np.float32).reshape(-1, 4),
+                                         boxes.float().cpu().numpy()]))
+        all_labels.append(np.concatenate([np.asarray(gt_labels, np.int64).reshape(-1),
+                                          labels.cpu().numpy().astype(np.int64)]))
+    return {**batch, "gt_bboxes": all_boxes, "gt_labels": all_labels}

@@ -368,7 +368,7 @@ class NanoDetPlusHead(nn.Module):
         return preds.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
 
     # -------------------------------------------------------------------------------- loss
-    def loss(self, preds, gt_meta, aux_preds=None):
+    def loss(self, preds, gt_meta, aux_preds=None, background=True):
         """Detection loss of a batch.
 
         Args:
@@ -378,6 +378,9 @@ class NanoDetPlusHead(nn.Module):
                 GT already padded on the device under ``PADDED_GT_KEYS`` (batched path).
             aux_preds (Tensor or None): output of the auxiliary head; when given, it (not
                 ``preds``) drives the label assignment and gets its own losses (``aux_*``).
+            background (bool): False drops the quality focal loss of the priors assigned to
+                background, so only positives are supervised (a continual-learning option:
+                unlabeled old objects are then not pushed towards background).
 
         Returns:
             (loss, loss_states): the total and its named terms.
@@ -385,9 +388,9 @@ class NanoDetPlusHead(nn.Module):
         # Always in fp32, also under autocast: decoded boxes and IoUs need the precision.
         with torch.autocast(preds.device.type, enabled=False):
             aux_preds = None if aux_preds is None else aux_preds.float()
-            return self._loss(preds.float(), gt_meta, aux_preds)
+            return self._loss(preds.float(), gt_meta, aux_preds, background)
 
-    def _loss(self, preds, gt_meta, aux_preds):
+    def _loss(self, preds, gt_meta, aux_preds, background=True):
         input_height, input_width = gt_meta["img"].shape[2:]
         priors = self.get_center_priors(input_height, input_width, preds.device)
         cls_preds, reg_preds = self._split(preds)
@@ -400,16 +403,16 @@ class NanoDetPlusHead(nn.Module):
         else:
             targets = self._assign(cls_preds.detach(), priors, decoded_bboxes.detach(), gt_meta)
 
-        loss, loss_states = self._get_loss_from_assign(cls_preds, reg_preds, decoded_bboxes, targets)
+        loss, loss_states = self._get_loss_from_assign(cls_preds, reg_preds, decoded_bboxes, targets, background)
         if aux_preds is not None:
             aux_loss, aux_states = self._get_loss_from_assign(
-                aux_cls_preds, aux_reg_preds, aux_decoded_bboxes, targets
+                aux_cls_preds, aux_reg_preds, aux_decoded_bboxes, targets, background
             )
             loss = loss + aux_loss
             loss_states.update({"aux_" + k: v for k, v in aux_states.items()})
         return loss, loss_states
 
-    def _get_loss_from_assign(self, cls_preds, reg_preds, decoded_bboxes, targets):
+    def _get_loss_from_assign(self, cls_preds, reg_preds, decoded_bboxes, targets, background=True):
         """QFL, GIoU and DFL over the flattened batch, computed once.
 
         The box terms run over every prior with zero weight outside the positives rather
@@ -423,11 +426,13 @@ class NanoDetPlusHead(nn.Module):
         # Normalised by this process's positives, at least 1 (upstream's reduce_mean never
         # actually averaged across processes: it all-reduced a temporary).
         num_total_samples = num_pos.sum().clamp(min=1).float()
+        positive = (labels >= 0) & (labels < self.num_classes)
+        if not background:
+            label_weights = torch.where(positive, label_weights, 0.0)
         loss_qfl = self.loss_qfl(
             cls_preds, (labels, label_scores), weight=label_weights, avg_factor=num_total_samples
         )
 
-        positive = (labels >= 0) & (labels < self.num_classes)
         # Box terms are weighted by the (detached) best class score of each positive.
         best_scores = cls_preds.detach().sigmoid().max(dim=1).values
         weight_targets = torch.where(positive, best_scores, 0.0)

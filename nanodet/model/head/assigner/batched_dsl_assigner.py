@@ -20,7 +20,8 @@ How the data-dependent parts keep fixed shapes:
 * **ignore regions**: padded ignore boxes get IoF 0, so they never reach the threshold.
 
 Same float arithmetic, column by column, as the per-image assigner, so the assignments are the
-same (up to ties broken differently by ``topk`` on another device).
+same; only two candidates of exactly equal cost for the same GT could be ordered differently by
+``topk`` (which does not promise an order among equal values).
 """
 
 from typing import NamedTuple, Optional

@@ -1,0 +1,148 @@
+"""Replay: a buffer of earlier tasks' training images, replayed beside the current task's.
+
+Every batch is half current task, half buffer; buffer images keep only their own task's boxes;
+the epoch ends when the current task's images are used up. The buffer is filled after each task
+and persisted in the task's folder, so a resumed run finds it.
+
+Policies (``buffer_policy``):
+    random    after task 0, ``buffer_size`` random task-0 images; after a later task, half old
+              and half new at random (a new task with fewer than half a buffer of images keeps
+              all of them and fills the rest with old ones). The paper's policy.
+    balanced  every seen class gets an equal share of the buffer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.dataset import ImageRecord
+from ...trainer.builders import build_dataloader
+from ...util.io import atomic_write_json
+from .base import ContinualMethod
+
+POLICIES = ("random", "balanced")
+
+
+@dataclasses.dataclass
+class BufferItem:
+    record: ImageRecord  # holds only the boxes of ``task``'s classes
+    task: int
+
+
+def _pick(rng, items, count):
+    if count >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.choice(len(items), size=count, replace=False))]
+
+
+def select_random(rng, old, new, size):
+    if not old:
+        return _pick(rng, new, size)
+    new_count = min(len(new), size // 2)
+    old_count = min(len(old), size - new_count)
+    return _pick(rng, old, old_count) + _pick(rng, new, new_count)
+
+
+def select_balanced(rng, old, new, size):
+    """An equal share per seen class; an image counts for every class it holds."""
+    candidates = old + new
+    classes = sorted({int(c) for item in candidates for c in item.record.labels})
+    share = size // max(len(classes), 1)
+    chosen, taken = [], set()
+    for c in classes:
+        holders = [i for i, item in enumerate(candidates) if c in item.record.labels and i not in taken]
+        for i in _pick(rng, holders, share):
+            taken.add(i)
+            chosen.append(candidates[i])
+    rest = [i for i in range(len(candidates)) if i not in taken]
+    chosen += [candidates[i] for i in _pick(rng, rest, size - len(chosen))]
+    return chosen
+
+
+class ReplayBatchSampler(torch.utils.data.Sampler):
+    """Indices into ``ConcatDataset([current, buffer])``: half of each batch from each part.
+
+    Current-task images are each used once per epoch; buffer images are drawn in random order,
+    cycling when the buffer is smaller than the epoch's share.
+    """
+
+    def __init__(self, num_current, num_buffer, batch_size, seed):
+        self.num_current, self.num_buffer = num_current, num_buffer
+        self.current_per_batch = max(batch_size - batch_size // 2, 1)
+        self.buffer_per_batch = batch_size // 2
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self):
+        return max(self.num_current // self.current_per_batch, 1)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        current = rng.permutation(self.num_current)
+        needed = len(self) * self.buffer_per_batch
+        buffer = np.concatenate([rng.permutation(self.num_buffer)
+                                 for _ in range(-(-needed // max(self.num_buffer, 1)))])[:needed]
+        for b in range(len(self)):
+            cur = current[b * self.current_per_batch:(b + 1) * self.current_per_batch]
+            buf = buffer[b * self.buffer_per_batch:(b + 1) * self.buffer_per_batch] + self.num_current
+            yield [int(i) for i in np.concatenate([cur, buf])]
+
+
+class Replay(ContinualMethod):
+    name = "replay"
+
+    def __init__(self, buffer_size: int = 250, buffer_policy: str = "random", **options):
+        super().__init__(**options)
+        if buffer_policy not in POLICIES:
+            raise ValueError(f"--buffer-policy must be one of {POLICIES}, got {buffer_policy!r}")
+        if buffer_size < 1:
+            raise ValueError(f"--buffer-size must be positive, got {buffer_size}")
+        self.buffer_size = buffer_size
+        self.buffer_policy = buffer_policy
+        self.buffer: list[BufferItem] = []
+
+    # ------------------------------------------------------------------ the buffer
+    def on_task_end(self, context, model):
+        rng = np.random.default_rng([context.seed, context.index, 7])
+        new = [BufferItem(r, context.index) for r in context.train_dataset.records]
+        select = select_random if self.buffer_policy == "random" else select_balanced
+        self.buffer = select(rng, self.buffer, new, self.buffer_size)
+
+    def save_state(self, task_dir: Path):
+        atomic_write_json(Path(task_dir) / "buffer.json", [
+            {"task": item.task, "id": item.record.id, "file_name": item.record.file_name,
+             "height": item.record.height, "width": item.record.width, "boxes": item.record.boxes,
+             "labels": item.record.labels, "difficult": item.record.difficult}
+            for item in self.buffer
+        ])
+
+    def load_state(self, task_dir: Path):
+        path = Path(task_dir) / "buffer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the replay buffer of a finished task is missing")
+        self.buffer = [BufferItem(ImageRecord(**{k: v for k, v in entry.items() if k != "task"}), entry["task"])
+                       for entry in json.loads(path.read_text())]
+
+    def buffer_bytes(self) -> int:
+        """Memory of the stored images (decoded, uint8) and their boxes and labels."""
+        return sum(item.record.height * item.record.width * 3 + item.record.boxes.nbytes + item.record.labels.nbytes
+                   for item in self.buffer)
+
+    # ------------------------------------------------------------------ batches
+    def train_dataloader(self, context, cfg):
+        if not self.buffer:
+            return super().train_dataloader(context, cfg)
+        current = context.train_dataset
+        buffered = current.with_records([item.record for item in self.buffer])
+        sampler = ReplayBatchSampler(len(current), len(buffered), cfg.device.batchsize_per_gpu,
+                                     seed=context.seed + context.index)
+        return build_dataloader(torch.utils.data.ConcatDataset([current, buffered]), cfg, train=True,
+                                batch_sampler=sampler)
+
+    def describe(self):
+        return {**super().describe(), "buffer_size": self.buffer_size, "buffer_policy": self.buffer_policy}

@@ -1,0 +1,37 @@
+"""SID (selective and intermediate distillation, simplified as in the Latent Distillation paper).
+
+The whole student trains on ``L_det + alpha * MSE(class logits of old and future classes)
++ beta * sum over levels of MSE(head tower output of S, of T)``. The current task's class logits
+are not distilled: the new labels teach them. (The original code distilled only the old classes
+through a slicing bug and swapped alpha and beta relative to its README; here alpha always weighs
+logits and beta always weighs features.)
+"""
+
+from .base import ContinualMethod
+from .teacher import feature_distillation, logit_distillation
+
+
+class SID(ContinualMethod):
+    name = "sid"
+    distills = True
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, **options):
+        super().__init__(**options)
+        self.alpha = alpha
+        self.beta = beta
+
+    def distilled_classes(self, context) -> list[int]:
+        """Old and future classes: every class but the current task's."""
+        return sorted(context.old_classes + context.future_classes)
+
+    def extra_losses(self, context, model, batch, outputs, teacher):
+        if teacher is None:
+            return {}
+        return {
+            "loss_logit_distill": self.alpha * logit_distillation(
+                outputs.preds, teacher.preds, self.distilled_classes(context)),
+            "loss_feature_distill": self.beta * feature_distillation(outputs.towers, teacher.towers),
+        }
+
+    def describe(self):
+        return {**super().describe(), "alpha": self.alpha, "beta": self.beta}

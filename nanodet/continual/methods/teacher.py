@@ -1,0 +1,70 @@
+"""The frozen teacher: a copy of the model at the end of the previous task.
+
+Always in eval mode, without gradients, and run under ``torch.no_grad()``. With
+``share_backbone`` (Latent Distillation) it holds no backbone of its own: it runs its neck and
+head on the student's (frozen, identical) backbone features, so the backbone runs once per step
+and its parameters are held in memory once.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+
+class StudentOutputs(NamedTuple):
+    """What a forward pass of the detector gives the losses."""
+
+    preds: torch.Tensor  # raw head output [B, priors, C + 4 * (reg_max + 1)]
+    towers: list | None = None  # per level: the head's feature map before gfl_cls
+    features: tuple | None = None  # backbone feature maps
+
+
+class Teacher:
+    def __init__(self, model: torch.nn.Module, share_backbone: bool = False):
+        self.share_backbone = share_backbone
+        backbone = model.backbone
+        if share_backbone:  # copy everything but the backbone
+            model.backbone = None
+            try:
+                self.model = copy.deepcopy(model)
+            finally:
+                model.backbone = backbone
+        else:
+            self.model = copy.deepcopy(model)
+        self.model.eval().requires_grad_(False)
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @torch.no_grad()
+    def __call__(self, img=None, features=None) -> StudentOutputs:
+        if features is None:
+            if self.share_backbone:
+                raise ValueError("a teacher sharing the student's backbone needs its features")
+            features = self.model.backbone(img)
+        preds, towers = self.model.head.forward_with_towers(self.model.fpn(features))
+        return StudentOutputs(preds, towers, features)
+
+
+def logit_distillation(student_preds, teacher_preds, class_ids=None, num_classes=None):
+    """MSE between raw head outputs: every channel, or only the class logits ``class_ids``."""
+    if class_ids is None:
+        return F.mse_loss(student_preds.float(), teacher_preds.float())
+    if len(class_ids) == 0:
+        return student_preds.new_zeros(())
+    index = torch.as_tensor(class_ids, device=student_preds.device)
+    return F.mse_loss(student_preds[..., index].float(), teacher_preds[..., index].float())
+
+
+def feature_distillation(student_towers, teacher_towers):
+    """Sum over levels of the MSE between the head towers' outputs."""
+    return sum(F.mse_loss(s.float(), t.float()) for s, t in zip(student_towers, teacher_towers))
