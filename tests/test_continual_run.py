@@ -10,29 +10,18 @@ import pytorch_lightning as pl
 from nanodet.continual import ContinualRunner, build_method, parse_scenario
 from nanodet.continual.data import TaskData
 from nanodet.continual.runner import RunError
-from nanodet.util import CfgNode, read_config
+from nanodet.util import CfgNode
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = "{train: 24, test: 12, seed: 2, width: 128, height: 128}"
-SCENARIO = "[[disc, ring, square, frame, triangle, diamond, cross, star, hexagon, octagon], " \
-           "[pentagon, crescent, arrow, bar, lshape, tshape, checker, target, bowtie, drop]]"
+import fixtures_continual  # noqa: I001 - tests/ is on sys.path (conftest)
+from fixtures_continual import TWO_TASKS as SCENARIO, tiny_runner
 
 
 def tiny_cfg(tmp_path, epochs=1):
-    data = tmp_path.parent / "tiny_synthetic"  # shared by the tests of this module
-    return read_config(ROOT / "cfg/demo.yml", [
-        f"data.train.root={data}", f"data.val.root={data}",
-        f"data.train.synthetic={TINY}", f"data.val.synthetic={TINY}",
-        "data.train.input_size=[128, 128]", "data.val.input_size=[128, 128]",
-        "device.workers_per_gpu=0", "device.batchsize_per_gpu=8",
-        f"schedule.total_epochs={epochs}", f"schedule.lr_schedule.T_max={epochs}", "schedule.warmup.steps=2",
-    ])
+    return fixtures_continual.tiny_cfg(tmp_path.parent / "tiny_synthetic", epochs)
 
 
 def make_runner(tmp_path, epochs=1, callbacks=(), **kwargs):
-    cfg = tiny_cfg(tmp_path, epochs)
-    return ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"),
-                           run_dir=tmp_path / "run", seed=7, progress_bar=False, callbacks=callbacks, **kwargs)
+    return tiny_runner(tmp_path.parent / "tiny_synthetic", tmp_path / "run", epochs=epochs, callbacks=callbacks, **kwargs)
 
 
 # ----------------------------------------------------------------------------- task data

@@ -44,7 +44,7 @@ class RunError(RuntimeError):
 
 
 def default_run_dir(cfg, scenario: Scenario, method: ContinualMethod) -> Path:
-    return Path("runs") / config_name(cfg) / scenario.name / method.name
+    return Path("runs") / config_name(cfg) / scenario.name / method.run_name()
 
 
 def check_continual_config(cfg):

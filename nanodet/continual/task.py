@@ -54,6 +54,7 @@ class ContinualTask(TrainingTask):
 
     # Training time survives an interruption: it is carried in the epoch checkpoints.
     def on_train_start(self):
+        self.train()  # Lightning 2.x leaves modes as they are: put frozen parts in eval here
         self._clock_start = time.perf_counter()
 
     def train_seconds(self) -> float:

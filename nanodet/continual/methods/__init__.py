@@ -2,6 +2,7 @@
 
 from .base import ContinualMethod, TaskContext
 from .latent_distillation import LatentDistillation
+from .latent_replay import LatentReplay
 from .lwf import LwF
 from .replay import Replay
 from .sid import SID
@@ -13,6 +14,7 @@ METHODS = {
     "lwf": LwF,
     "sid": SID,
     "ld": LatentDistillation,
+    "latent_replay": LatentReplay,
 }
 
 
@@ -22,5 +24,5 @@ def build_method(name: str, **settings) -> ContinualMethod:
     return METHODS[name](**settings)
 
 
-__all__ = ["METHODS", "ContinualMethod", "LatentDistillation", "LwF", "Replay", "SID", "StudentOutputs",
+__all__ = ["METHODS", "ContinualMethod", "LatentDistillation", "LatentReplay", "LwF", "Replay", "SID", "StudentOutputs",
            "TaskContext", "Teacher", "build_method"]

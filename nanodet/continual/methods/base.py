@@ -8,6 +8,7 @@ sequence, evaluation and reports are the runner's.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,19 @@ class ContinualMethod:
 
     def buffer_bytes(self) -> int:
         return 0
+
+    def run_name(self) -> str:
+        """The method's name plus every setting that differs from its default, so that runs
+        with other settings get their own default directory (``ld``, ``ld_pseudo_labels0.5``)."""
+        defaults = {}
+        for cls in reversed(type(self).__mro__):
+            init = cls.__dict__.get("__init__")
+            if init is not None:
+                defaults.update({p.name: p.default for p in inspect.signature(init).parameters.values()
+                                 if p.default is not inspect.Parameter.empty})
+        changed = [f"{key}{value}" for key, value in self.describe().items()
+                   if key in defaults and value != defaults[key] and key != "pseudo_label_iou"]
+        return "_".join([self.name, *(c.replace("True", "") for c in changed)])
 
     def describe(self) -> dict:
         settings = {"method": self.name}

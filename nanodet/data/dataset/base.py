@@ -126,6 +126,7 @@ class BaseDataset(Dataset, ABC):
         self.keep_ratio = keep_ratio
         self.mode = mode
         self.multi_scale = multi_scale
+        self.pipeline_cfg = dict(pipeline)
         self.pipeline = Pipeline(pipeline, keep_ratio, augment=(mode == "train"))
         self.class_names = list(class_names) if class_names is not None else None
 
@@ -153,6 +154,13 @@ class BaseDataset(Dataset, ABC):
         """A shallow copy of this dataset over other records (same images folder, pipeline)."""
         dataset = copy.copy(self)
         dataset.records = list(records)
+        return dataset
+
+    def without_augmentation(self) -> "BaseDataset":
+        """A shallow copy that only resizes and normalises, as for evaluation."""
+        dataset = copy.copy(self)
+        dataset.mode = "val"
+        dataset.pipeline = Pipeline(self.pipeline_cfg, self.keep_ratio, augment=False)
         return dataset
 
     def subset(self, keep_classes: Iterable[int]) -> "BaseDataset":

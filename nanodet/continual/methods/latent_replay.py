@@ -1,0 +1,169 @@
+"""Latent Replay: replay stored backbone feature maps instead of images (backbone frozen).
+
+In the Latent Distillation paper's figures, never released as code. With the backbone frozen
+(see ``FrozenBackbone``), the buffer keeps, for each buffered image, the backbone's feature maps
+of its un-augmented input (fp16, or int8 with a scale per map) and its own task's boxes in that
+input's pixels. Every batch is half current-task images, run through the frozen backbone, and
+half stored feature maps; both halves go through the student's neck and head together. Buffer
+selection is Replay's (random or class-balanced); ``buffer_bytes`` counts the stored maps, scales
+and boxes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...data.collate import collate_and_pad
+from ...trainer.builders import build_dataloader
+from ...util.io import atomic_torch_save
+from .base import student_forward
+from .frozen_backbone import FrozenBackbone
+from .replay import BufferItem, Replay
+from .teacher import StudentOutputs
+
+LATENT_DTYPES = ("fp16", "int8")
+
+
+def quantize(feature: torch.Tensor, dtype: str):
+    """One image's feature map -> (stored tensor, scale)."""
+    if dtype == "fp16":
+        return feature.half(), 1.0
+    scale = float(feature.abs().max().clamp(min=1e-8)) / 127.0
+    return torch.clamp(torch.round(feature / scale), -127, 127).to(torch.int8), scale
+
+
+def dequantize(stored: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    if stored.dtype == torch.int8:
+        return stored.float() * scales.view(-1, *([1] * (stored.dim() - 1)))
+    return stored.float()
+
+
+class LatentReplay(FrozenBackbone, Replay):
+    name = "latent_replay"
+
+    def __init__(self, buffer_size: int = 250, buffer_policy: str = "random", latent_dtype: str = "fp16",
+                 freeze_backbone_from: int | None = None, **options):
+        super().__init__(buffer_size=buffer_size, buffer_policy=buffer_policy, **options)
+        if latent_dtype not in LATENT_DTYPES:
+            raise ValueError(f"latent_dtype must be one of {LATENT_DTYPES}, got {latent_dtype!r}")
+        self.latent_dtype = latent_dtype
+        self.init_frozen_backbone(freeze_backbone_from)
+        self.latents: dict[tuple, dict] = {}  # (task, image id) -> maps, scales, boxes, labels
+        self._device_buffer = None
+
+    @staticmethod
+    def key(item: BufferItem):
+        return item.task, item.record.id
+
+    # ------------------------------------------------------------------ filling the buffer
+    def on_task_end(self, context, model):
+        if context.index + 1 < self.freeze_task(context.cfg):
+            raise ValueError("Latent Replay stores frozen-backbone features: the backbone must be frozen "
+                             "from the task after this one at the latest")
+        super().on_task_end(context, model)  # Replay's selection of ``self.buffer``
+        kept = {self.key(item) for item in self.buffer}
+        self.latents = {k: v for k, v in self.latents.items() if k in kept}
+        new = [item for item in self.buffer if self.key(item) not in self.latents]
+        if new:
+            self._store(context, model, new)
+        self._device_buffer = None
+
+    @torch.no_grad()
+    def _store(self, context, model, items):
+        dataset = context.train_dataset.without_augmentation().with_records([i.record for i in items])
+        height, width = self.input_hw(context.cfg)
+        device = next(model.parameters()).device
+        was_training = model.backbone.training
+        model.backbone.eval()
+        for item, sample in zip(items, dataset):
+            batch = collate_and_pad([sample], divisible=32)
+            img = pad_to(batch["img"], height, width).to(device)
+            maps, scales = zip(*(quantize(f[0].cpu(), self.latent_dtype) for f in model.backbone(img)))
+            self.latents[self.key(item)] = {
+                "maps": list(maps), "scales": list(scales),
+                "boxes": np.asarray(sample["gt_bboxes"], np.float32), "labels": np.asarray(sample["gt_labels"], np.int64),
+            }
+        model.backbone.train(was_training)
+
+    @staticmethod
+    def input_hw(cfg):
+        width, height = cfg.data.train.input_size
+        return -(-int(height) // 32) * 32, -(-int(width) // 32) * 32
+
+    def save_state(self, task_dir: Path):
+        super().save_state(task_dir)  # the buffer's records, as Replay
+        atomic_torch_save(Path(task_dir) / "latent_buffer.pt", {
+            "latent_dtype": self.latent_dtype,
+            "latents": {f"{t}:{i}": v for (t, i), v in self.latents.items()},
+        })
+
+    def load_state(self, task_dir: Path):
+        super().load_state(task_dir)
+        path = Path(task_dir) / "latent_buffer.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the latent buffer of a finished task is missing")
+        stored = torch.load(path, map_location="cpu", weights_only=False)
+        self.latents = {tuple(int(x) for x in k.split(":")): v for k, v in stored["latents"].items()}
+        self._device_buffer = None
+
+    def buffer_bytes(self) -> int:
+        total = 0
+        for entry in self.latents.values():
+            total += sum(m.numel() * m.element_size() for m in entry["maps"])
+            total += 4 * len(entry["scales"]) * (self.latent_dtype == "int8")
+            total += entry["boxes"].nbytes + entry["labels"].nbytes
+        return total
+
+    # ------------------------------------------------------------------ training
+    def to(self, device):
+        super().to(device)
+        if self.latents:
+            entries = [self.latents[self.key(item)] for item in self.buffer]
+            levels = len(entries[0]["maps"])
+            self._device_buffer = {
+                "maps": [torch.stack([e["maps"][lvl] for e in entries]).to(device) for lvl in range(levels)],
+                "scales": [torch.tensor([float(e["scales"][lvl]) for e in entries], device=device) for lvl in range(levels)],
+                "boxes": [e["boxes"] for e in entries], "labels": [e["labels"] for e in entries],
+            }
+        return self
+
+    def train_dataloader(self, context, cfg):
+        batch_size = cfg.device.batchsize_per_gpu
+        if not self.latents:
+            return build_dataloader(context.train_dataset, cfg, train=True)
+        return build_dataloader(context.train_dataset, cfg, train=True, batch_size=batch_size - batch_size // 2)
+
+    def forward_student(self, context, model, batch):
+        stored = self._device_buffer
+        if stored is None or not self.backbone_frozen:
+            return student_forward(model, batch["img"], frozen_backbone=self.backbone_frozen), batch
+        height, width = self.input_hw(context.cfg)
+        img = pad_to(batch["img"], height, width)
+        with torch.no_grad():
+            current = model.backbone(img)
+        count = max(context.cfg.device.batchsize_per_gpu // 2, 1)
+        index = torch.randint(len(stored["boxes"]), (count,), device=img.device)
+        replayed = [dequantize(maps[index], scales[index]).to(f.dtype) for maps, scales, f
+                    in zip(stored["maps"], stored["scales"], current)]
+        features = tuple(torch.cat([c, r]) for c, r in zip(current, replayed))
+        preds, towers = model.head.forward_with_towers(model.fpn(features))
+        chosen = index.tolist()
+        batch = {
+            **batch, "img": img,
+            "gt_bboxes": list(batch["gt_bboxes"]) + [stored["boxes"][i] for i in chosen],
+            "gt_labels": list(batch["gt_labels"]) + [stored["labels"][i] for i in chosen],
+        }
+        return StudentOutputs(preds, towers, features), batch
+
+    def describe(self):
+        return {**super().describe(), "latent_dtype": self.latent_dtype,
+                "freeze_backbone_from": self.freeze_backbone_from}
+
+
+def pad_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad a batch bottom/right to the full input size, so stored and current maps align."""
+    return F.pad(img, (0, width - img.shape[-1], 0, height - img.shape[-2]))

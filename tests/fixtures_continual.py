@@ -1,0 +1,28 @@
+"""A tiny continual-learning setup for tests: a 128x128 synthetic set and a 2-task scenario."""
+
+from pathlib import Path
+
+from nanodet.continual import ContinualRunner, build_method, parse_scenario
+from nanodet.util import read_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "{train: 24, test: 12, seed: 2, width: 128, height: 128}"
+TWO_TASKS = ("[[disc, ring, square, frame, triangle, diamond, cross, star, hexagon, octagon], "
+             "[pentagon, crescent, arrow, bar, lshape, tshape, checker, target, bowtie, drop]]")
+
+
+def tiny_cfg(data_dir, epochs=1, extra=()):
+    return read_config(ROOT / "cfg/demo.yml", [
+        f"data.train.root={data_dir}", f"data.val.root={data_dir}",
+        f"data.train.synthetic={TINY}", f"data.val.synthetic={TINY}",
+        "data.train.input_size=[128, 128]", "data.val.input_size=[128, 128]",
+        "device.workers_per_gpu=0", "device.batchsize_per_gpu=8",
+        f"schedule.total_epochs={epochs}", f"schedule.lr_schedule.T_max={epochs}", "schedule.warmup.steps=2",
+        *extra,
+    ])
+
+
+def tiny_runner(data_dir, run_dir, method="naive", epochs=1, callbacks=(), scenario=TWO_TASKS, seed=7, **settings):
+    cfg = tiny_cfg(data_dir, epochs)
+    return ContinualRunner(cfg, parse_scenario(scenario, cfg.class_names), build_method(method, **settings),
+                           run_dir=run_dir, seed=seed, progress_bar=False, callbacks=callbacks)

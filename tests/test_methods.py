@@ -1,0 +1,236 @@
+"""Each continual-learning method does what makes it that method."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from fixtures_continual import tiny_cfg, tiny_runner
+from nanodet.continual import build_method, parse_scenario
+from nanodet.continual.data import TaskData
+from nanodet.continual.methods import TaskContext, Teacher
+from nanodet.continual.methods.base import add_pseudo_labels
+from nanodet.continual.methods.replay import BufferItem, ReplayBatchSampler, select_balanced, select_random
+from nanodet.continual.methods.teacher import feature_distillation, logit_distillation
+from nanodet.continual.task import ContinualTask
+from nanodet.model.arch import build_model
+from nanodet.trainer.builders import build_trainer
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("methods") / "tiny_synthetic"
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir):
+    cfg = tiny_cfg(data_dir, extra=["schedule.total_epochs=1"])
+    scenario = parse_scenario("[[disc, ring, square], [triangle, diamond], [cross]]", cfg.class_names)
+    return cfg, scenario, TaskData(cfg, scenario)
+
+
+def context_for(setup, t):
+    cfg, scenario, data = setup
+    return TaskContext(t, scenario, cfg, train_dataset=data.train_dataset(t), seed=3)
+
+
+def train_one_task(setup, method, model, t, callbacks=()):
+    cfg = setup[0]
+    context = context_for(setup, t)
+    pl.seed_everything(0, verbose=False)
+    method.on_task_start(context, model)
+    module = ContinualTask(cfg, model, method, context)
+    trainer = build_trainer(cfg, context.train_dataset.img_path + "/../../ckpt_unused", device="cpu",
+                            save_best=False, enable_progress_bar=False, logger=False, callbacks=callbacks)
+    trainer.fit(module)
+    return module
+
+
+def state_copy(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+# --------------------------------------------------------------- Latent Distillation
+def test_ld_backbone_is_bitwise_frozen_and_runs_once_per_step(setup):
+    cfg = setup[0]
+    model = build_model(cfg.model)
+    method = build_method("ld", freeze_backbone_from=0)
+    before = state_copy(model.backbone)
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    module = train_one_task(setup, method, model, t=1)
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running stats
+    assert any("running_mean" in k for k in before)
+    steps = module.trainer.global_step
+    assert steps > 0 and len(calls) == steps  # teacher and student share one backbone pass
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith("backbone.") for n in trainable)
+    optimised = {id(p) for g in module.trainer.optimizers[0].param_groups for p in g["params"]}
+    assert optimised == {id(p) for p in model.parameters() if p.requires_grad}
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) < 0.45e6  # neck + head
+    # memory: the student plus the teacher's neck and head, no second backbone
+    neck_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
+    assert method.parameters_in_memory(model) == sum(p.numel() for p in model.parameters()) + neck_head
+
+
+def test_ld_default_freezes_from_task_1_without_pretrained_weights(setup):
+    cfg = setup[0]
+    method = build_method("ld")
+    assert method.freeze_task(cfg) == 1
+    model = build_model(cfg.model)
+    method.on_task_start(context_for(setup, 0), model)
+    assert all(p.requires_grad for p in model.backbone.parameters()) and method.teacher is None
+    method.on_task_start(context_for(setup, 1), model)
+    assert not any(p.requires_grad for p in model.backbone.parameters()) and method.teacher.model.backbone is None
+
+
+def test_sid_trains_the_backbone(setup):
+    model = build_model(setup[0].model)
+    before = state_copy(model.backbone)
+    train_one_task(setup, build_method("sid"), model, t=1)
+    after = model.backbone.state_dict()
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+# --------------------------------------------------------------- distillation terms
+def distill_terms(setup, method_name, student, teacher_model, t=1):
+    method = build_method(method_name, freeze_backbone_from=0) if method_name == "ld" else build_method(method_name)
+    method.teacher = Teacher(teacher_model, share_backbone=method.shares_backbone)
+    img = torch.randn(2, 3, 64, 64)
+    context = context_for(setup, t)
+    student.eval()
+    outputs, _ = method.forward_student(context, student, {"img": img})
+    return method.extra_losses(context, student, {}, outputs, method.forward_teacher(img, outputs))
+
+
+@pytest.mark.parametrize("method", ["lwf", "sid", "ld"])
+def test_distillation_terms_are_zero_for_equal_and_positive_for_different_models(setup, method):
+    torch.manual_seed(0)
+    student = build_model(setup[0].model)
+    equal = distill_terms(setup, method, student, student)
+    assert equal and all(float(v) == 0.0 for v in equal.values())
+    other = copy.deepcopy(student)
+    with torch.no_grad():
+        for name, p in other.named_parameters():
+            if not name.startswith("backbone."):  # LD shares the backbone: differ in neck and head
+                p.add_(0.05 * torch.randn_like(p))
+    different = distill_terms(setup, method, student, other)
+    assert all(float(v) > 0.0 for v in different.values()), different
+
+
+def test_sid_distils_old_and_future_logits_never_the_current_tasks(setup):
+    method = build_method("sid")
+    context = context_for(setup, 1)  # disc, ring, square | triangle, diamond | cross: current = 4, 5
+    assert context.new_classes == [4, 5]
+    assert method.distilled_classes(context) == [0, 1, 2] + [3] + list(range(6, 20))  # old + future
+    preds = torch.zeros(1, 10, 20 + 32)
+    current = preds.clone()
+    current[..., [4, 5]] = 5.0  # differ only in the current task's logits
+    assert float(logit_distillation(current, preds, method.distilled_classes(context))) == 0.0
+    old = preds.clone()
+    old[..., 1] = 5.0
+    assert float(logit_distillation(old, preds, method.distilled_classes(context))) > 0.0
+    towers = [torch.ones(1, 4, 2, 2)]
+    assert float(feature_distillation(towers, [t + 1 for t in towers])) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------- replay
+def test_replay_policies_fill_the_buffer_as_specified():
+    rng = np.random.default_rng(0)
+
+    def items(task, n, label):
+        from nanodet.data.dataset import ImageRecord
+        return [BufferItem(ImageRecord(task * 1000 + i, f"{task}_{i}.jpg", 10, 10, [[0, 0, 5, 5]], [label], [False]),
+                           task) for i in range(n)]
+
+    first = select_random(rng, [], items(0, 400, 0), 250)
+    assert len(first) == 250 and all(i.task == 0 for i in first)
+    second = select_random(rng, first, items(1, 300, 1), 250)
+    assert sum(i.task == 1 for i in second) == 125 and sum(i.task == 0 for i in second) == 125
+    small_task = select_random(rng, second, items(2, 40, 2), 250)
+    assert sum(i.task == 2 for i in small_task) == 40 and len(small_task) == 250
+    balanced = select_balanced(rng, items(0, 300, 0) + items(1, 300, 1), items(2, 300, 2), 90)
+    assert [sum(int(i.record.labels[0]) == c for i in balanced) for c in range(3)] == [30, 30, 30]
+
+
+def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):
+    cfg, scenario, data = setup
+    method = build_method("replay", buffer_size=6)
+    method.on_task_end(context_for(setup, 0), None)
+    assert len(method.buffer) == 6 and method.buffer_bytes() >= 6 * 128 * 128 * 3
+    context = context_for(setup, 1)
+    loader = method.train_dataloader(context, cfg)
+    assert isinstance(loader.batch_sampler, ReplayBatchSampler)
+    task1 = set(context.new_classes)
+    for batch in loader:
+        labels = [set(np.asarray(l).tolist()) for l in batch["gt_labels"]]
+        assert len(labels) == 8
+        assert all(l and l <= task1 for l in labels[:4])  # current task: only its boxes
+        assert all(l and l <= {0, 1, 2} for l in labels[4:])  # buffer: only task 0's boxes
+    sampler = ReplayBatchSampler(10, 3, 8, seed=0)
+    batches = list(sampler)
+    current = [i for b in batches for i in b[:4]]
+    assert len(batches) == 2 and len(set(current)) == 8 and all(0 <= i < 10 for i in current)
+    assert all(10 <= i < 13 for b in batches for i in b[4:])
+
+
+def test_replay_buffer_survives_a_restart(setup, tmp_path):
+    method = build_method("replay", buffer_size=5)
+    method.on_task_end(context_for(setup, 0), None)
+    method.save_state(tmp_path)
+    other = build_method("replay", buffer_size=5)
+    other.load_state(tmp_path)
+    assert [(i.task, i.record.file_name) for i in other.buffer] == [(i.task, i.record.file_name) for i in method.buffer]
+    assert all(np.array_equal(a.record.boxes, b.record.boxes) for a, b in zip(other.buffer, method.buffer))
+
+
+# --------------------------------------------------------------- pseudo-labels
+def test_pseudo_labels_use_input_coordinates_and_skip_boxes_on_ground_truth():
+    class FakeHead:
+        def _split(self, preds):
+            return preds[..., :20], preds[..., 20:]
+
+        def get_bboxes(self, cls_preds, reg_preds, meta):
+            dets = torch.tensor([[10., 10., 40., 40., 0.9],    # old class, free: kept
+                                 [60., 60., 90., 90., 0.8],    # old class, on the GT box: dropped
+                                 [12., 50., 30., 70., 0.2],    # old class, low score: dropped
+                                 [100., 5., 120., 30., 0.95]])  # current class: dropped
+            return [(dets, torch.tensor([1, 2, 0, 5]))]
+
+    batch = {"img": torch.zeros(1, 3, 128, 128), "gt_bboxes": [np.array([[61., 59., 91., 92.]], np.float32)],
+             "gt_labels": [np.array([5])], "warp_matrix": [np.diag([0.5, 0.5, 1.0])]}
+    out = add_pseudo_labels(FakeHead(), batch, torch.zeros(1, 5, 52), old_classes=[0, 1, 2],
+                            score_threshold=0.5, iou_threshold=0.5)
+    # the warp matrix is ignored: boxes stay in the (augmented) input image's pixels
+    assert out["gt_bboxes"][0].tolist() == [[61, 59, 91, 92], [10, 10, 40, 40]]
+    assert out["gt_labels"][0].tolist() == [5, 1]
+    assert batch["gt_labels"][0].tolist() == [5]  # the input batch is not modified
+
+
+# --------------------------------------------------------------- every method runs
+@pytest.mark.parametrize("method, settings", [
+    ("replay", {"buffer_size": 6}),
+    ("latent_replay", {"buffer_size": 6, "latent_dtype": "int8"}),
+    ("lwf", {}),
+    ("sid", {}),
+    ("ld", {"pseudo_labels": 0.3, "drop_background": True}),
+])
+def test_every_method_completes_a_short_run(data_dir, tmp_path, method, settings):
+    results = tiny_runner(data_dir, tmp_path / "run", method=method, **settings).run()
+    assert results["finished"] and len(results["per_task"]) == 2
+    second = results["per_task"][1]
+    assert second["trainable_parameters"] > 0 and second["parameters_in_memory"] >= second["trainable_parameters"]
+    if "replay" in method:
+        assert results["buffer_bytes"] > 0
+        assert (tmp_path / "run" / "task_1" / "buffer.json").is_file()
+    if method == "latent_replay":
+        maps = 116 * 16 * 16 + 232 * 8 * 8 + 464 * 4 * 4  # int8 bytes of one 128x128 image's maps
+        assert results["buffer_bytes"] >= 6 * maps
+    if method in ("lwf", "sid"):
+        assert second["parameters_in_memory"] == 2 * second["trainable_parameters"]
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["method"]["method"] == method
