@@ -60,12 +60,8 @@ def main(argv=None):
             raise SystemExit(f"--resume: no checkpoint at {resume_path}")
 
     trainer = build_trainer(cfg, save_dir, device=args.device)
-    trainer.fit(
-        task,
-        build_dataloader(train_dataset, cfg, train=True),
-        build_dataloader(val_dataset, cfg, train=False),
-        ckpt_path=resume_path,
-    )
+    task.train_dataset = train_dataset  # the task builds its loader: CPU workers or GPU batches
+    trainer.fit(task, val_dataloaders=build_dataloader(val_dataset, cfg, train=False), ckpt_path=resume_path)
     if task.last_eval_results:
         logger.info("last evaluation: %s", {k: v for k, v in task.last_eval_results.items() if isinstance(v, float)})
 

@@ -50,7 +50,7 @@ class ContinualTask(TrainingTask):
         return loss, states
 
     def train_dataloader(self):
-        return self.method.train_dataloader(self.context, self.cfg)
+        return self.method.train_dataloader(self.context, self.cfg, self.device)
 
     # Training time survives an interruption: it is carried in the epoch checkpoints.
     def on_train_start(self):

@@ -84,6 +84,24 @@ def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, n
     )
 
 
+def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | None = None, seed: int = 0):
+    """The training batches: augmented on the GPU when ``device.gpu_augment`` is on and the
+    device is a GPU (images decoded once, kept as uint8 on the GPU, warped and coloured there in
+    batch), otherwise the CPU pipeline in DataLoader workers."""
+    batch_size = batch_size or cfg.device.batchsize_per_gpu
+    if not (cfg.device.get("gpu_augment") and torch.device(device).type == "cuda"):
+        return build_dataloader(dataset, cfg, train=True, batch_size=batch_size)
+    from ..data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader
+
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    cache = DecodedImageCache(dataset, device=device, workers=max(cfg.device.workers_per_gpu, 1))
+    augment = GpuBatchAugment(dataset.pipeline_cfg, dataset.input_size, dataset.keep_ratio, device=device,
+                              channels_last=bool(cfg.device.get("channels_last")))
+    return GpuBatchLoader(cache, augment, batch_size, shuffle=True, drop_last=len(dataset) > batch_size,
+                          seed=seed, rank=rank, world_size=world)
+
+
 def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
                   callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
                   logger: bool = True, save_best: bool = True) -> pl.Trainer:

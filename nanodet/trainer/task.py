@@ -20,6 +20,7 @@ import torch.distributed as dist
 from ..model.arch import build_model
 from ..model.weight_averager import build_weight_averager
 from ..util.check_point import save_model_state
+from .builders import build_train_loader
 from ..util.io import atomic_write_json
 from ..util.logger import get_logger
 
@@ -76,6 +77,7 @@ class TrainingTask(pl.LightningModule):
         self._detections: dict = {}
         self._warmup_steps = cfg.schedule.warmup.steps
         self._resumed = False
+        self.train_dataset = None  # set it to let the module build its own (GPU) training loader
 
     # ----------------------------------------------------------------- forward
     def forward(self, img):
@@ -92,7 +94,14 @@ class TrainingTask(pl.LightningModule):
         return model.head.post_process(model(batch["img"]), batch)
 
     # ---------------------------------------------------------------- training
+    def train_dataloader(self):
+        if self.train_dataset is None:
+            raise ValueError("TrainingTask: give trainer.fit a train dataloader or set task.train_dataset")
+        return build_train_loader(self.train_dataset, self.cfg, self.device, seed=self.current_epoch)
+
     def on_fit_start(self):
+        if self.cfg.device.get("channels_last"):
+            self.to(memory_format=torch.channels_last)
         # A warm-up longer than the whole run is never what a user meant.
         total = self.trainer.estimated_stepping_batches
         if math.isfinite(total):

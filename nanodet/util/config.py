@@ -103,6 +103,8 @@ DEFAULTS: dict[str, Any] = {
         "workers_per_gpu": 4,
         "batchsize_per_gpu": 32,
         "precision": 32,
+        "gpu_augment": False,  # augment training batches on the GPU (issue 7's fast path)
+        "channels_last": False,  # channels-last memory format for the model and its inputs
     },
     "schedule": {
         "resume": None,

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ...trainer.builders import build_dataloader
+from ...model.head.nanodet_plus_head import PADDED_GT_KEYS
+from ...trainer.builders import build_train_loader
 from ..scenario import Scenario
 from .teacher import StudentOutputs, Teacher
 
@@ -112,8 +113,8 @@ class ContinualMethod:
         return add_pseudo_labels(model.head, batch, teacher.preds, context.old_classes,
                                  self.pseudo_labels, self.pseudo_label_iou)
 
-    def train_dataloader(self, context: TaskContext, cfg):
-        return build_dataloader(context.train_dataset, cfg, train=True)
+    def train_dataloader(self, context: TaskContext, cfg, device):
+        return build_train_loader(context.train_dataset, cfg, device, seed=context.seed + context.index)
 
     # ---------------------------------------------------------------- bookkeeping
     def frozen_modules(self, model) -> list[torch.nn.Module]:
@@ -186,4 +187,11 @@ def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, 
                                          boxes.float().cpu().numpy()]))
         all_labels.append(np.concatenate([np.asarray(gt_labels, np.int64).reshape(-1),
                                           labels.cpu().numpy().astype(np.int64)]))
-    return {**batch, "gt_bboxes": all_boxes, "gt_labels": all_labels}
+    return with_ground_truth(batch, all_boxes, all_labels)
+
+
+def with_ground_truth(batch, boxes, labels):
+    """The batch with other per-image boxes and labels; GT padded on the device by the GPU
+    augmentation no longer matches them, so it is dropped (the head pads again)."""
+    batch = {k: v for k, v in batch.items() if k not in PADDED_GT_KEYS}
+    return {**batch, "gt_bboxes": boxes, "gt_labels": labels}

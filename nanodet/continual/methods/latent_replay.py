@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ...data.collate import collate_and_pad
-from ...trainer.builders import build_dataloader
+from ...trainer.builders import build_train_loader
 from ...util.io import atomic_torch_save
-from .base import student_forward
+from .base import student_forward, with_ground_truth
 from .frozen_backbone import FrozenBackbone
 from .replay import BufferItem, Replay
 from .teacher import StudentOutputs
@@ -131,11 +131,12 @@ class LatentReplay(FrozenBackbone, Replay):
             }
         return self
 
-    def train_dataloader(self, context, cfg):
+    def train_dataloader(self, context, cfg, device):
         batch_size = cfg.device.batchsize_per_gpu
         if not self.latents:
-            return build_dataloader(context.train_dataset, cfg, train=True)
-        return build_dataloader(context.train_dataset, cfg, train=True, batch_size=batch_size - batch_size // 2)
+            return build_train_loader(context.train_dataset, cfg, device, seed=context.seed + context.index)
+        return build_train_loader(context.train_dataset, cfg, device, batch_size=batch_size - batch_size // 2,
+                                  seed=context.seed + context.index)
 
     def forward_student(self, context, model, batch):
         stored = self._device_buffer
@@ -152,11 +153,9 @@ class LatentReplay(FrozenBackbone, Replay):
         features = tuple(torch.cat([c, r]) for c, r in zip(current, replayed))
         preds, towers = model.head.forward_with_towers(model.fpn(features))
         chosen = index.tolist()
-        batch = {
-            **batch, "img": img,
-            "gt_bboxes": list(batch["gt_bboxes"]) + [stored["boxes"][i] for i in chosen],
-            "gt_labels": list(batch["gt_labels"]) + [stored["labels"][i] for i in chosen],
-        }
+        batch = with_ground_truth({**batch, "img": img},
+                                  list(batch["gt_bboxes"]) + [stored["boxes"][i] for i in chosen],
+                                  list(batch["gt_labels"]) + [stored["labels"][i] for i in chosen])
         return StudentOutputs(preds, towers, features), batch
 
     def describe(self):

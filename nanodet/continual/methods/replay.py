@@ -134,9 +134,9 @@ class Replay(ContinualMethod):
                    for item in self.buffer)
 
     # ------------------------------------------------------------------ batches
-    def train_dataloader(self, context, cfg):
+    def train_dataloader(self, context, cfg, device):
         if not self.buffer:
-            return super().train_dataloader(context, cfg)
+            return super().train_dataloader(context, cfg, device)
         current = context.train_dataset
         buffered = current.with_records([item.record for item in self.buffer])
         sampler = ReplayBatchSampler(len(current), len(buffered), cfg.device.batchsize_per_gpu,
