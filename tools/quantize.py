@@ -66,7 +66,7 @@ def main(argv=None):
     head = build_head(cfg.model.arch.head)
     key = cfg.evaluator.save_key
     for name, path in (("fp32", args.model), ("int8", out)):
-        metrics = evaluate_onnx(path, head, val, evaluator)
+        metrics = evaluate_onnx(path, head, val, evaluator, num_workers=cfg.device.workers_per_gpu)
         results[name] = metrics
         print(f"{name}: {cfg.evaluator.name} {key} {metrics[key]:.4f} on {len(val)} val images")
     print(f"int8 - fp32: {100 * (results['int8'][key] - results['fp32'][key]):+.2f} points of {key}")

@@ -108,7 +108,7 @@ class SyntheticSpec:
     width: int = 320
     height: int = 320
     jpeg_quality: int = 90
-    version: int = 1  # bump when the generator's output changes
+    version: int = 2  # bump when the generator's output changes (2: harder colours, more clutter)
     objects: str = "drawn"
     fashion_mnist_path: str | None = field(default=None, compare=False)
 
@@ -218,7 +218,8 @@ def _hsv_to_bgr(h, s, v) -> np.ndarray:
 def _texture(kind: str, shape, hue: float, rng) -> np.ndarray:
     """A BGR float32 texture of ``shape`` (h, w) in the class's colour scheme."""
     h, w = shape
-    main = _hsv_to_bgr(hue + rng.normal(0, 4), rng.uniform(150, 255), rng.uniform(130, 255))
+    # Wide hue jitter: neighbouring classes overlap in colour, so shape has to decide.
+    main = _hsv_to_bgr(hue + rng.normal(0, 15), rng.uniform(90, 255), rng.uniform(90, 255))
     other = _hsv_to_bgr(hue + 90 + rng.normal(0, 10), rng.uniform(60, 200), rng.uniform(60, 230))
     if kind == "solid":
         tex = np.broadcast_to(main, (h, w, 3)).copy()
@@ -276,10 +277,10 @@ def _background(height, width, rng) -> np.ndarray:
 def _clutter(img: np.ndarray, rng):
     """Things that belong to no class: thin lines, arcs, scribbles, speckles."""
     h, w = img.shape[:2]
-    for _ in range(int(rng.integers(2, 9))):
+    for _ in range(int(rng.integers(4, 15))):
         color = tuple(float(c) for c in rng.uniform(0, 255, 3))
         kind = rng.integers(0, 4)
-        thickness = int(rng.integers(1, 3))
+        thickness = int(rng.integers(1, 5))
         if kind == 0:
             p0 = tuple(int(v) for v in rng.integers(0, [w, h]))
             p1 = tuple(int(v) for v in rng.integers(0, [w, h]))
@@ -522,7 +523,7 @@ def render_image(rng, width, height, clean: bool = False, crops: CropSource | No
             # Later objects occlude earlier ones, so paint only the pixels this object still owns.
             owned = occupancy[y0:y1, x0:x1] == index
             tex = _texture(texture, (y1 - y0, x1 - x0), hue, rng)
-            region[owned] = tex[owned] * rng.uniform(0.75, 1.15)
+            region[owned] = tex[owned] * rng.uniform(0.6, 1.2)
         else:
             _paint_crop(region, np.s_[y0 - y:y1 - y, x0 - x:x1 - x], payload, rng)
         # The box is tight around the object's full extent inside the image (occluded parts
@@ -537,7 +538,7 @@ def render_image(rng, width, height, clean: bool = False, crops: CropSource | No
     # Sensor noise from OpenCV's generator (numpy's is 20x slower here), seeded from ours.
     cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
     noise = np.empty_like(img)
-    cv2.randn(noise, 0.0, float(rng.uniform(2, 8)))
+    cv2.randn(noise, 0.0, float(rng.uniform(3, 12)))
     img += noise
     return np.clip(img, 0, 255, out=img).astype(np.uint8), objects
 

@@ -74,7 +74,7 @@ def head_output_conv_nodes(onnx_path) -> list[str]:
 
 
 def quantize_onnx(fp32_path, int8_path, reader, keep_head_output_fp32: bool = True,
-                  nodes_to_exclude=()) -> Path:
+                  nodes_to_exclude=(), calibrate_method: str = "MinMax") -> Path:
     """Write the int8 (QDQ) version of the model at ``fp32_path`` to ``int8_path``, with the
     activation ranges observed on ``reader``'s images."""
     exclude = list(nodes_to_exclude)
@@ -90,7 +90,7 @@ def quantize_onnx(fp32_path, int8_path, reader, keep_head_output_fp32: bool = Tr
             str(prepared), str(int8_path), reader,
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude or None,
+            calibrate_method=CalibrationMethod[calibrate_method], nodes_to_exclude=exclude or None,
         )
     return int8_path
 
