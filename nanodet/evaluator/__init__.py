@@ -1,6 +1,6 @@
 """Evaluators by name: COCO-style AP@[.5:.95] (pycocotools) and VOC AP@0.5 (numpy)."""
 
-import copy
+from ..util.registry import build_from_cfg
 
 from .coco_detection import CocoDetectionEvaluator
 from .voc_detection import VOCDetectionEvaluator
@@ -17,12 +17,7 @@ def build_evaluator(evaluator_cfg, dataset):
     ``evaluator_cfg`` is the config's ``evaluator`` node (dict-like), e.g.
     ``{name: CocoDetectionEvaluator, save_key: mAP}``.
     """
-    kwargs = dict(copy.deepcopy(evaluator_cfg))
-    name = kwargs.pop("name", None)
-    if name not in EVALUATORS:
-        raise ValueError(f"evaluator.name: unknown evaluator {name!r}; "
-                         f"choose one of {sorted(EVALUATORS)}")
-    return EVALUATORS[name](dataset, **kwargs)
+    return build_from_cfg(evaluator_cfg, EVALUATORS, "evaluator", dataset)
 
 
 __all__ = ["EVALUATORS", "build_evaluator", "CocoDetectionEvaluator", "VOCDetectionEvaluator"]

@@ -1,6 +1,6 @@
 """Backbones by name: ``build_backbone({"name": "ShuffleNetV2", ...})``."""
 
-import copy
+from ...util.registry import build_from_cfg
 
 from .mobilenetv2 import MobileNetV2
 from .shufflenetv2 import ShuffleNetV2
@@ -10,8 +10,4 @@ BACKBONES = {"ShuffleNetV2": ShuffleNetV2, "MobileNetV2": MobileNetV2}
 
 def build_backbone(cfg):
     """Instantiate the backbone named by ``cfg.name`` with the other keys as arguments."""
-    options = dict(copy.deepcopy(cfg))
-    name = options.pop("name", None)
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone name {name!r}; known: {sorted(BACKBONES)}")
-    return BACKBONES[name](**options)
+    return build_from_cfg(cfg, BACKBONES, "backbone")

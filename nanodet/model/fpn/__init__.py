@@ -1,6 +1,6 @@
 """Necks by name: ``build_fpn({"name": "GhostPAN", ...})``."""
 
-import copy
+from ...util.registry import build_from_cfg
 
 from .ghost_pan import GhostPAN
 
@@ -9,8 +9,4 @@ FPNS = {"GhostPAN": GhostPAN}
 
 def build_fpn(cfg):
     """Instantiate the neck named by ``cfg.name`` with the other keys as arguments."""
-    options = dict(copy.deepcopy(cfg))
-    name = options.pop("name", None)
-    if name not in FPNS:
-        raise ValueError(f"unknown fpn name {name!r}; known: {sorted(FPNS)}")
-    return FPNS[name](**options)
+    return build_from_cfg(cfg, FPNS, "fpn")

@@ -1,7 +1,6 @@
 """Detection heads, built from a config node by name."""
 
-import copy
-from collections.abc import Mapping
+from ...util.registry import build_from_cfg
 
 from .nanodet_plus_head import NanoDetPlusHead
 from .simple_conv_head import SimpleConvHead
@@ -14,13 +13,7 @@ HEADS = {
 
 def build_head(cfg):
     """Build the head named by ``cfg["name"]`` with the node's other keys as arguments."""
-    if not isinstance(cfg, Mapping) or "name" not in cfg:
-        raise ValueError(f"a head config must be a mapping with a 'name', got {cfg!r}")
-    kwargs = copy.deepcopy(dict(cfg))
-    name = kwargs.pop("name")
-    if name not in HEADS:
-        raise ValueError(f"unknown head name {name!r}; known heads: {sorted(HEADS)}")
-    return HEADS[name](**kwargs)
+    return build_from_cfg(cfg, HEADS, "head")
 
 
 __all__ = ["HEADS", "NanoDetPlusHead", "SimpleConvHead", "build_head"]
