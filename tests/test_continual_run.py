@@ -133,3 +133,26 @@ def test_resume_within_a_task_continues_from_its_last_epoch(tmp_path):
     assert counter.epochs == [(0, 1), (1, 0), (1, 1)]  # task 0 only re-ran its second epoch
     assert results["finished"] and results["per_task"][0]["epochs"] == 2
     assert "resuming from its last epoch" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_compare_tool_writes_a_table_and_the_two_plots(finished_run, tmp_path):
+    import importlib.util
+    import shutil
+
+    source, _ = finished_run
+    other = tmp_path / "joint"
+    shutil.copytree(source / "run", other)
+    results = json.loads((other / "results.json").read_text())
+    results["scenario"] = "joint"
+    (other / "results.json").write_text(json.dumps(results))
+    spec = importlib.util.spec_from_file_location("compare_tool", Path(__file__).resolve().parents[1] / "tools/compare.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    table = tool.main([str(source / "run"), str(other), "--out", str(tmp_path / "cmp")])
+    assert [row[0] for row in table["rows"]] == ["naive", "joint"]
+    for name in ("comparison.md", "comparison.csv", "map_per_task.png", "map_vs_memory.png"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 0, name
+    csv_lines = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("run,scenario,final mAP") and len(csv_lines) == 3
+    with pytest.raises(SystemExit, match="no results.json"):
+        tool.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "cmp2")])
