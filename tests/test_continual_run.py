@@ -156,3 +156,15 @@ def test_compare_tool_writes_a_table_and_the_two_plots(finished_run, tmp_path):
     assert csv_lines[0].startswith("run,scenario,final mAP") and len(csv_lines) == 3
     with pytest.raises(SystemExit, match="no results.json"):
         tool.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "cmp2")])
+
+
+def test_same_seed_gives_the_same_initial_weights_and_first_task(tmp_path):
+    import torch
+
+    from nanodet.util import read_checkpoint
+
+    first = make_runner(tmp_path / "a", scenario="[[disc, ring]]").run()
+    second = make_runner(tmp_path / "b", scenario="[[disc, ring]]").run()
+    weights = [read_checkpoint(tmp_path / name / "run" / "task_0" / "model.pth")["state_dict"] for name in "ab"]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert first["per_task"][0]["per_class_AP"] == second["per_task"][0]["per_class_AP"]

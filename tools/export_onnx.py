@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nanodet.deploy.onnx_eval import build_dataset_at_size  # noqa: E402
+from nanodet.deploy.onnx_eval import build_dataset_at_size, onnx_session  # noqa: E402
 from nanodet.deploy.onnx_export import (DEFAULT_OPSET, dataset_images, export_onnx,  # noqa: E402
                                         max_abs_difference)
 from nanodet.model.arch import build_model  # noqa: E402
@@ -52,9 +52,9 @@ def main(argv=None):
         out = export_onnx(model, args.out, input_size, decode=args.decode, opset=args.opset)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    outputs = "boxes [1, N, 4], scores [1, N, C]" if args.decode else "output [1, N, C + 4 * (reg_max + 1)]"
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): input data [1, 3, {input_size[1]}, "
-          f"{input_size[0]}], {outputs}, opset {args.opset}")
+    session = onnx_session(out)
+    shapes = ", ".join(f"{port.name} {port.shape}" for port in (*session.get_inputs(), *session.get_outputs()))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, opset {args.opset}): {shapes}")
 
     max_diff = None
     if args.check_images > 0:

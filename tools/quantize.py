@@ -1,10 +1,11 @@
 """Quantize an exported detector to int8 with onnxruntime, then evaluate both models on the val set.
 
     python tools/quantize.py cfg/synthetic.yml --model workspace/synthetic/nanodet.onnx \
-        --out workspace/synthetic/nanodet_int8.onnx --calib 300 [--no-head-fp32] [--val-images K]
+        --out workspace/synthetic/nanodet_int8.onnx --calib 200 [--head-fp32] [--val-images K] [--no-eval]
 
 Static quantization (QDQ, int8 weights per channel, uint8 activations), calibrated on --calib
-training images spread over the training set, through the val pipeline (no augmentation).
+training images spread over the training set, through the val pipeline (no augmentation). The
+output tail (reshapes, concatenation and sigmoid after the head's last convs) stays in fp32.
 The model must be a raw-output export (tools/export_onnx.py without --decode). Prints the file
 sizes, the bytes of stored weights by data type, and the evaluator's metrics of the fp32 and the
 int8 model, both run with onnxruntime and post-processed by the PyTorch head.
@@ -35,8 +36,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="fp32 ONNX model (tools/export_onnx.py, raw output)")
     parser.add_argument("--out", required=True, help="int8 ONNX file to write")
     parser.add_argument("--calib", type=int, default=200, help="calibration images from the training set (default 200)")
-    parser.add_argument("--head-fp32", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the head's last 1x1 convs (gfl_cls) in fp32 (default: yes)")
+    parser.add_argument("--head-fp32", action="store_true",
+                        help="also keep the head's last 1x1 convs (gfl_cls) in fp32")
     parser.add_argument("--no-eval", action="store_true", help="only quantize and print the sizes")
     parser.add_argument("--val-images", type=int, default=None, help="evaluate on the first K val images only")
     add_config_override_arg(parser)

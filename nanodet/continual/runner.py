@@ -121,6 +121,7 @@ class ContinualRunner:
         accelerator, devices = resolve_devices(self.cfg.device.gpu_ids, self.device)
         eval_device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
         data = TaskData(self.cfg, self.scenario)
+        pl.seed_everything(self.seed, workers=True, verbose=False)  # the initial weights too
         model = build_model(self.cfg.model)
         entries = []
         self.logger.info("%s | method %s | run dir %s", self.scenario.describe(), self.method.name, self.run_dir)

@@ -14,7 +14,6 @@ PyTorch model gets.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +69,10 @@ def spread_indices(total: int, count: int):
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session; ``threads`` defaults to the CPUs this process may use."""
+    """An onnxruntime CPU session with ``threads`` threads (default: onnxruntime's choice)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    if threads:
+        options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: quantized graphs log many notices
     # Idle threads would otherwise spin after each run and starve the PyTorch post-processing
     # that runs between two images (a 10x slowdown of a whole evaluation).

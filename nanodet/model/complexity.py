@@ -4,7 +4,7 @@ MACs come from PyTorch's own counter (``torch.utils.flop_counter.FlopCounterMode
 counts convolutions (depthwise and grouped ones included, by their real kernel size) and
 matrix products at 2 FLOPs per multiply-accumulate, so MACs = FLOPs / 2. It does not count
 element-wise work: BatchNorm, activations, additions, pooling, upsampling and conv biases. For
-NanoDet-Plus that work is about 2 % of the conv MACs (see docs/deployment.md).
+NanoDet-Plus that work is about 2.5 % of the conv MACs (see docs/deployment.md).
 
 Parts are the detector's own attributes, so that code which freezes or trains a part (the
 continual-learning methods) reads its numbers under the same name: ``backbone``, ``fpn`` (the
