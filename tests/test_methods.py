@@ -234,3 +234,18 @@ def test_every_method_completes_a_short_run(data_dir, tmp_path, method, settings
         assert second["parameters_in_memory"] == 2 * second["trainable_parameters"]
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["method"]["method"] == method
+
+
+def test_flops_tool_reports_what_each_method_trains_and_holds(setup):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("flops_tool", Path(__file__).resolve().parents[1] / "tools/flops.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rows = {name: (trainable, memory) for name, trainable, memory in tool.method_footprints(setup[0])}
+    student = sum(p.numel() for p in build_model(setup[0].model).parameters())
+    neck_head = rows["ld"][0]
+    assert rows["naive"] == (student, student) and rows["sid"] == (student, 2 * student)
+    assert 0 < neck_head < student / 2 and rows["ld"][1] == student + neck_head
+    assert rows["latent_replay"] == (neck_head, student)

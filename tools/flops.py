@@ -4,7 +4,10 @@
 
 MACs are counted by PyTorch's FlopCounterMode (convolutions and matrix products; MACs = FLOPs / 2)
 for one image at the config's val input size (or --input-size W H). The aux head, when the
-config has one, runs at training time only and is listed apart from the inference total.
+config has one, runs at training time only and is listed apart from the inference total. Then,
+per continual-learning method, the parameters that train and those held in memory during
+training (the student, plus the teacher where the method has one; LD's teacher shares the
+student's frozen backbone, so only its neck and head count).
 """
 
 import argparse
@@ -13,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nanodet.continual.methods import METHODS, TaskContext, build_method  # noqa: E402
+from nanodet.continual.scenario import parse_scenario  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.model.complexity import INFERENCE_PARTS, model_complexity, sum_parts  # noqa: E402
 from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
@@ -37,6 +42,27 @@ def format_table(complexity: dict) -> str:
     return "\n".join(lines)
 
 
+def method_footprints(cfg) -> list:
+    """Per continual-learning method, at a task with a teacher (task 1 of an XpY scenario):
+    parameters that train, and parameters held in memory (student plus teacher)."""
+    scenario = parse_scenario(f"{len(cfg.class_names) - 1}p1", cfg.class_names)
+    rows = []
+    for name in METHODS:
+        model = build_model(cfg.model)
+        method = build_method(name)
+        method.on_task_start(TaskContext(1, scenario, cfg), model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rows.append((name, trainable, method.parameters_in_memory(model)))
+    return rows
+
+
+def format_methods(rows) -> str:
+    lines = ["", "continual-learning methods at a task >= 1 (replay buffers not included):",
+             f"{'method':<14}  {'trainable':>10}  {'in memory':>10}"]
+    lines += [f"{name:<14}  {trainable:>10,}  {memory:>10,}" for name, trainable, memory in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
@@ -50,6 +76,7 @@ def main(argv=None):
     print(f"{args.config} at {input_size[0]}x{input_size[1]} (MACs counted by "
           "torch.utils.flop_counter: convolutions and matrix products)")
     print(format_table(complexity))
+    print(format_methods(method_footprints(cfg)))
     return complexity
 
 
