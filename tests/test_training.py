@@ -142,7 +142,9 @@ def test_warmup_is_logged_and_capped_by_the_run_length(trained):
     # warm-up of 4 steps within 6: the first logged learning rate is ratio * lr
     lines = [l for l in (tmp_path / "work" / "train.log").read_text().splitlines() if "Train|" in l]
     first_lr = float(lines[0].split("lr:")[1].split("|")[0])
-    assert first_lr == pytest.approx(0.002 * 0.01, rel=1e-2)
+    cfg = read_config(ROOT / "cfg/demo.yml")
+    ratio = cfg.schedule.warmup.ratio
+    assert first_lr == pytest.approx(cfg.schedule.optimizer.lr * ratio, rel=1e-2)
 
 
 def test_gpu_request_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
