@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import read_config
+from .config import CfgNode, read_config
 
 
 def add_config_override_arg(parser: argparse.ArgumentParser):
@@ -15,5 +15,6 @@ def add_config_override_arg(parser: argparse.ArgumentParser):
     )
 
 
-def config_from_args(path, args) -> "CfgNode":  # noqa: F821
+def config_from_args(path, args) -> CfgNode:
+    """The config at ``path`` with the ``--set`` overrides of ``args`` applied and checked."""
     return read_config(path, getattr(args, "overrides", []))
