@@ -1,277 +1,164 @@
-"""Measure the training step (data, forward, assignment + loss, backward, optimizer) in img/s.
+"""Measure real training, end to end, in img/s: the continual methods' own code under Lightning.
 
-    python tools/benchmark.py --cfg cfg/synthetic.yml --method plain --batch-size 256 --steps 50 \\
-        --precision bf16 --channels-last --reference
+    python tools/benchmark.py --cfg cfg/synthetic.yml --method naive ld --batch-size 256 \\
+        --steps 60 --precision bf16 --channels-last --reference
 
-Runs on CUDA when present, else on the CPU (use small numbers there, e.g. ``--batch-size 4
---steps 3``). Two paths, in the same process:
+Each method trains a task exactly as the runner trains it (``ContinualTask`` with the method's
+hooks, the config's Trainer: precision, gradient clipping, per-epoch checkpoints, logging) for
+``--warmup`` unmeasured then ``--steps`` measured steps, and a ``StepTimer`` callback reports
+images per second, the step's phases (data wait, forward, assignment and losses, logging,
+backward, optimizer) and the peak GPU memory. Runs on CUDA when present, else on the CPU (use
+tiny numbers there, e.g. ``--batch-size 4 --steps 3``).
 
-* **fast** (always): images decoded once into a uint8 cache on the device, augmented per batch by
-  ``GpuBatchAugment``; labels assigned by the batched assigner (``batched_assign=True``).
-* **reference** (``--reference``): upstream's way, the CPU pipeline in DataLoader workers and the
-  per-image assigner.
+Methods: ``joint`` trains every class (task 0 of the ``joint`` scenario); the continual methods
+train task 1 of ``--scenario`` (default 10p10), after their task-0 state is made: the teacher is
+the (untrained) task-0 model and replay buffers are filled from task 0's images, which costs the
+same per step as a trained one.
 
-``--method ld`` emulates Latent Distillation's step: the backbone frozen (eval mode, no gradients,
-run under ``no_grad``) and shared, the student neck+head trained, a frozen copy of neck+head run
-under ``no_grad`` as the teacher, and the MSE of the class logits and of the head towers added to
-the loss. ``plain`` trains everything (and the aux head when the config has one).
+Two paths, in the same run:
 
-The data is the synthetic benchmark, generated into ``--data`` (the config's spec, or a smaller
-one with ``--train-images``). Phase times come from CUDA events recorded between the phases (the
-only synchronisation is at the end of the run); on the CPU from the wall clock. Prints one
-markdown table row per path, and with ``--reference`` the speed-up.
+* **fast** (always): ``device.gpu_augment`` (images decoded once into a uint8 cache on the GPU,
+  augmented there per batch) and the batched label assigner.
+* **reference** (``--reference``): upstream's way, the CPU augmentation pipeline in DataLoader
+  workers and per-image label assignment, for the speed-up.
+
+The data is the synthetic benchmark, generated into ``--data`` if missing (the config's spec, or a
+smaller one with ``--train-images``).
 """
 
 import argparse
-import contextlib
-import copy
 import json
 import sys
-import time
-from dataclasses import fields
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from nanodet.data.collate import collate_and_pad  # noqa: E402
-from nanodet.data.dataset import SyntheticDataset  # noqa: E402
-from nanodet.data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader  # noqa: E402
-from nanodet.data.synthetic import SYNTHETIC_CLASSES, SyntheticSpec, ensure_generated  # noqa: E402
+from nanodet.continual.data import TaskData  # noqa: E402
+from nanodet.continual.methods import METHODS, TaskContext, build_method  # noqa: E402
+from nanodet.continual.scenario import parse_scenario  # noqa: E402
+from nanodet.continual.task import ContinualTask  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer.task import build_optimizer  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.trainer.builders import build_trainer  # noqa: E402
+from nanodet.trainer.step_timer import PHASES, StepTimer  # noqa: E402
+from nanodet.util.cli import add_config_override_arg  # noqa: E402
+from nanodet.util.config import read_config  # noqa: E402
 
-PHASES = ("data", "forward", "assign_loss", "backward", "optimizer")
-HEADER = ("| path | method | batch | precision | channels_last | img/s | data ms | forward ms "
-          "| assign+loss ms | backward ms | optimizer ms | peak GPU GB | device |")
+HEADER = ("| method | path | batch | precision | channels_last | img/s | "
+          + " | ".join(f"{p} ms" for p in PHASES) + " | peak GPU GB | device |")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="config file, e.g. cfg/synthetic.yml")
-    parser.add_argument("--method", choices=("plain", "ld"), default="plain")
+    parser.add_argument("--method", nargs="+", default=["naive"], choices=("joint", *METHODS),
+                        help="one or more methods (default naive)")
+    parser.add_argument("--scenario", default="10p10", help="the continual methods train its task 1 (default 10p10)")
+    parser.add_argument("--pseudo-labels", type=float, default=None, metavar="SCORE",
+                        help="also add the teacher's pseudo-labels (methods with a teacher step)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="measured steps")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="unmeasured steps first (default: min(5, steps); at least 1)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (at least 1)")
     parser.add_argument("--precision", choices=("bf16", "32"), default="32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--reference", action="store_true",
-                        help="also run upstream's path (CPU pipeline DataLoader + per-image assigner)")
+                        help="also run upstream's path (CPU pipeline in DataLoader workers, per-image assigner)")
     parser.add_argument("--data", default=None, help="folder of the synthetic set (default: the config's root)")
     parser.add_argument("--train-images", type=int, default=None, help="a smaller set than the config's")
     parser.add_argument("--input-size", type=int, default=None, help="square input size instead of the config's")
     parser.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default: config)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar on, as a user's run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     add_config_override_arg(parser)
     return parser.parse_args(argv)
 
 
-# --------------------------------------------------------------------------- setup
-def synthetic_dataset(cfg, args):
-    """The config's train node as a ``SyntheticDataset`` in ``--data`` (generated if missing)."""
-    node = dict(cfg.data.train)
-    spec_args = dict(node.get("synthetic") or {})
-    if args.train_images is not None:
-        spec_args.update(train=args.train_images, test=min(spec_args.get("test", 1), max(1, args.train_images // 4)))
-    known = {f.name for f in fields(SyntheticSpec)}
-    spec = SyntheticSpec(**{k: v for k, v in spec_args.items() if k in known})
-    root = Path(args.data or node.get("root") or "data/benchmark")
-    ensure_generated(root, spec)
-    num_classes = cfg.model.arch.head.num_classes
-    input_size = [args.input_size] * 2 if args.input_size else list(node["input_size"])
-    return SyntheticDataset(root=str(root), input_size=input_size, pipeline=dict(node["pipeline"]),
-                            split="trainval", synthetic=spec_args, keep_ratio=node.get("keep_ratio", True),
-                            mode="train", class_names=list(SYNTHETIC_CLASSES[:num_classes]))
+def benchmark_config(args, reference: bool):
+    """The config with the benchmark's settings, for the fast or the reference path."""
+    overrides = list(args.overrides) + [
+        f"device.batchsize_per_gpu={args.batch_size}",
+        f"device.precision={args.precision}",
+        f"device.channels_last={str(args.channels_last).lower()}",
+        f"device.gpu_augment={str(not reference).lower()}",
+        f"model.arch.head.batched_assign={str(not reference).lower()}",
+        "schedule.val_intervals=1000000",
+    ]
+    if args.workers is not None:
+        overrides.append(f"device.workers_per_gpu={args.workers}")
+    for split in ("train", "val"):
+        if args.data:
+            overrides.append(f"data.{split}.root={args.data}")
+        if args.input_size:
+            overrides.append(f"data.{split}.input_size=[{args.input_size},{args.input_size}]")
+        if args.train_images:
+            overrides += [f"data.{split}.synthetic.train={args.train_images}",
+                          f"data.{split}.synthetic.test={max(1, args.train_images // 4)}"]
+    return read_config(args.cfg, overrides)
 
 
-class Step:
-    """One training step of a method, split into the benchmark's phases."""
-
-    def __init__(self, cfg, method, batched_assign, device, channels_last, precision):
-        model_cfg = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
-        model_cfg["arch"]["head"]["batched_assign"] = batched_assign
-        self.model = build_model(model_cfg).to(device).train()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.method = method
-        self.teacher = None
-        if method == "ld":
-            self.model.backbone.eval().requires_grad_(False)
-            self.teacher = torch.nn.ModuleDict({"fpn": copy.deepcopy(self.model.fpn),
-                                                "head": copy.deepcopy(self.model.head)})
-            self.teacher.eval().requires_grad_(False)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(cfg.schedule.optimizer, self.params)
-        self.grad_clip = cfg.get("grad_clip") or 0
-        self.device = device
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                         else contextlib.nullcontext())
-
-    def forward(self, img):
-        model = self.model
-        with self.autocast:
-            if self.method == "ld":
-                with torch.no_grad():
-                    feats = model.backbone(img)
-                    t_preds, t_towers = self.teacher["head"].forward_with_towers(self.teacher["fpn"](feats))
-                preds, towers = model.head.forward_with_towers(model.fpn(feats))
-                return preds, None, (t_preds, t_towers, towers)
-            if getattr(model, "aux_head", None) is None:
-                return model(img), None, None
-            feat = model.backbone(img)  # NanoDetPlus.forward_train's AGM, split from its loss
-            fpn_feat = model.fpn(feat)
-            detached = model.epoch >= model.detach_epoch
-            aux_in = [f.detach() for f in feat] if detached else feat
-            aux_fpn_feat = model.aux_fpn(aux_in)
-            dual = [torch.cat([f.detach() if detached else f, a], dim=1) for f, a in zip(fpn_feat, aux_fpn_feat)]
-            return model.head(fpn_feat), model.aux_head(dual), None
-
-    def loss(self, outputs, batch):
-        preds, aux_preds, distill = outputs
-        with self.autocast:
-            loss, _ = self.model.head.loss(preds, batch, aux_preds=aux_preds)
-            if distill is not None:  # LD: MSE of the class logits and of every tower
-                t_preds, t_towers, towers = distill
-                num_classes = self.model.head.num_classes
-                loss = loss + F.mse_loss(preds[..., :num_classes].float(), t_preds[..., :num_classes].float())
-                loss = loss + sum(F.mse_loss(s.float(), t.float()) for s, t in zip(towers, t_towers))
-        return loss
-
-    def optimize(self):
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-
-def fast_batches(dataset, pipeline_cfg, args, device):
-    cache = DecodedImageCache(dataset, device=device)
-    augment = GpuBatchAugment(pipeline_cfg, dataset.input_size, keep_ratio=dataset.keep_ratio,
-                              device=device, channels_last=args.channels_last)
-    loader = GpuBatchLoader(cache, augment, args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
-    while True:
-        yield from loader
-
-
-def reference_batches(dataset, args, device, workers):
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=True,
-        collate_fn=collate_and_pad,
-    )
-    while True:
-        for batch in loader:
-            img = batch["img"].to(device, non_blocking=True)
-            if args.channels_last:
-                img = img.contiguous(memory_format=torch.channels_last)
-            batch["img"] = img
-            yield batch
-
-
-# --------------------------------------------------------------------------- timing
-class PhaseClock:
-    """Marks between phases: CUDA events (no synchronisation until ``read``) or wall time."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-        self.marks = []
-
-    def mark(self):
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self.marks.append(event)
-        else:
-            self.marks.append(time.perf_counter())
-
-    def read(self):
-        """Milliseconds between consecutive marks."""
-        if self.cuda:
-            torch.cuda.synchronize()
-            return [a.elapsed_time(b) for a, b in zip(self.marks, self.marks[1:])]
-        return [1000 * (b - a) for a, b in zip(self.marks, self.marks[1:])]
-
-
-def run_path(name, step, batches, args, device):
-    # At least one unmeasured step: it builds the image cache or starts the DataLoader workers.
-    warmup = max(1, args.warmup if args.warmup is not None else min(5, args.steps))
-    for _ in range(warmup):
-        run_one(step, next(batches), None)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    clock = PhaseClock(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        clock.mark()
-        batch = next(batches)
-        run_one(step, batch, clock)
-    clock.mark()
-    durations = clock.read()  # synchronises
-    elapsed = time.perf_counter() - start
-    per_phase = {p: sum(durations[i::len(PHASES)]) / args.steps for i, p in enumerate(PHASES)}
+def run_method(name: str, args, reference: bool, device: str) -> dict:
+    cfg = benchmark_config(args, reference)
+    joint = name == "joint"
+    scenario = parse_scenario("joint" if joint else args.scenario, cfg.class_names)
+    task = 0 if joint else 1
+    options = {"pseudo_labels": args.pseudo_labels} if args.pseudo_labels is not None and not joint else {}
+    method = build_method("naive" if joint else name, **options)
+    data = TaskData(cfg, scenario)
+    pl.seed_everything(args.seed, verbose=False)
+    model = build_model(cfg.model).to(device)
+    if task > 0:  # the state a method has after task 0: its teacher, its buffer
+        first = TaskContext(0, scenario, cfg, train_dataset=data.train_dataset(0), seed=args.seed)
+        method.on_task_start(first, model)
+        method.on_task_end(first, model)
+    context = TaskContext(task, scenario, cfg, train_dataset=data.train_dataset(task), seed=args.seed)
+    method.on_task_start(context, model)
+    module = ContinualTask(cfg, model, method, context)
+    timer = StepTimer(skip_steps=max(1, args.warmup))
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = build_trainer(cfg, run_dir, device=device, callbacks=[timer], save_best=False,
+                                enable_progress_bar=args.progress_bar, max_steps=max(1, args.warmup) + args.steps)
+        trainer.fit(module)
+    result = timer.result()
+    on_gpu = torch.device(device).type == "cuda"
     return {
-        "path": name, "method": args.method, "batch": args.batch_size, "precision": args.precision,
-        "channels_last": args.channels_last, "img_per_s": args.batch_size * args.steps / elapsed,
-        "ms": per_phase,
-        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "method": name + ("+pseudo_labels" if options else ""), "path": "reference" if reference else "fast",
+        "scenario": scenario.name, "task": task, "train_images": len(context.train_dataset),
+        "batch": args.batch_size, "precision": args.precision, "channels_last": args.channels_last,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        **result,
+        "device": torch.cuda.get_device_name(torch.device(device)) if on_gpu else "cpu",
     }
-
-
-def run_one(step, batch, clock):
-    """Forward, loss, backward, optimizer; ``clock`` marks the end of each phase."""
-    mark = clock.mark if clock is not None else (lambda: None)
-    mark()  # end of data
-    outputs = step.forward(batch["img"])
-    mark()
-    loss = step.loss(outputs, batch)
-    mark()
-    loss.backward()
-    mark()
-    step.optimize()
 
 
 def row(result):
     ms = result["ms"]
     peak = "-" if result["peak_gpu_gb"] is None else f"{result['peak_gpu_gb']:.2f}"
-    return (f"| {result['path']} | {result['method']} | {result['batch']} | {result['precision']} "
+    return (f"| {result['method']} | {result['path']} | {result['batch']} | {result['precision']} "
             f"| {'yes' if result['channels_last'] else 'no'} | {result['img_per_s']:,.0f} "
             + " ".join(f"| {ms[p]:.1f}" for p in PHASES) + f" | {peak} | {result['device']} |")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = config_from_args(args.cfg, args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(args.seed)
-    dataset = synthetic_dataset(cfg, args)
-    if len(dataset) < args.batch_size:
-        raise SystemExit(f"--batch-size {args.batch_size} is larger than the {len(dataset)} training images")
-
+    device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if args.steps < 1:
+        raise SystemExit("--steps must be at least 1")
     print(HEADER)
-    print("|" + "---|" * HEADER.count(" | ") + "---|")
+    print("|" + "---|" * (HEADER.count(" | ") + 1))
     results = []
-    step = Step(cfg, args.method, True, device, args.channels_last, args.precision)
-    batches = fast_batches(dataset, dict(cfg.data.train.pipeline), args, device)
-    results.append(run_path("fast", step, batches, args, device))
-    print(row(results[-1]), flush=True)
-    del step, batches  # free the image cache before the reference run
+    for name in args.method:
+        for reference in (False, True) if args.reference else (False,):
+            results.append(run_method(name, args, reference, device))
+            print(row(results[-1]), flush=True)
     if args.reference:
-        workers = cfg.device.workers_per_gpu if args.workers is None else args.workers
-        step = Step(cfg, args.method, False, device, args.channels_last, args.precision)
-        results.append(run_path("reference", step, reference_batches(dataset, args, device, workers),
-                                args, device))
-        print(row(results[-1]), flush=True)
-        print(f"\nspeed-up fast / reference: {results[0]['img_per_s'] / results[1]['img_per_s']:.2f}x")
+        print()
+        for fast, ref in zip(results[::2], results[1::2]):
+            print(f"{fast['method']}: fast / reference = {fast['img_per_s'] / ref['img_per_s']:.1f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

@@ -176,6 +176,8 @@ class ContinualRunner:
         entry = self._evaluate(t, model, eval_dataset, eval_device)
         entry.update(
             train_images=len(train_dataset), epochs=trainer.current_epoch, train_seconds=round(train_seconds, 2),
+            # Augmented samples (replayed ones included) per second of training, start-up included.
+            train_img_per_s=round(module.images_seen / max(train_seconds, 1e-9), 1),
             eval_seconds=round(time.perf_counter() - start, 2),
             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
             parameters_in_memory=self.method.parameters_in_memory(model),

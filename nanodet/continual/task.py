@@ -42,11 +42,13 @@ class ContinualTask(TrainingTask):
         method, context = self.method, self.context
         student, batch = method.forward_student(context, self.model, batch)
         teacher = method.forward_teacher(batch["img"], student)  # once, shared by every term
+        self.mark_phase("forward")
         batch = method.add_pseudo_labels(context, self.model, batch, teacher)
         loss, states = method.detection_loss(context, self.model, student, batch)
         for name, term in method.extra_losses(context, self.model, batch, student, teacher).items():
             loss = loss + term
             states[name] = term.detach()
+        self.mark_phase("assign_loss")
         return loss, states
 
     def train_dataloader(self):

@@ -610,37 +610,51 @@ class GpuBatchLoader:
             iteration starts the next epoch unless ``set_epoch`` says otherwise.
         rank, world_size: under DDP, each process takes every ``world_size``-th image of the
             shared order, from its ``rank`` (as ``DistributedSampler`` shards).
+        batch_sampler: an iterable of lists of cache indices (a DataLoader's ``batch_sampler``,
+            e.g. replay's half-current, half-buffer batches); it replaces the order above.
     """
 
     def __init__(self, cache: DecodedImageCache, augment: GpuBatchAugment, batch_size: int,
                  shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, batch_sampler=None):
         self.cache, self.augment = cache, augment
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.epoch = seed, 0
         self.rank, self.world_size = rank, world_size
+        self.batch_sampler = batch_sampler
 
     def _num_images(self):
         return len(range(self.rank, len(self.cache), self.world_size))
 
     def __len__(self):
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
         n = self._num_images()
         return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+    def _batches(self, generator):
+        """(CPU index, the same on the cache's device) of each batch of the epoch."""
+        if self.batch_sampler is not None:
+            for rows in self.batch_sampler:
+                index = torch.as_tensor(rows, dtype=torch.int64)
+                yield index, index.to(self.cache.images.device, non_blocking=True)
+            return
         n = len(self.cache)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         order = order[self.rank::self.world_size]
         order_on_cache = order.to(self.cache.images.device)  # one copy per epoch
-        self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
-            images = self.cache.images.index_select(0, order_on_cache[start:start + self.batch_size])
+            yield order[start:start + self.batch_size], order_on_cache[start:start + self.batch_size]
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        for index, index_on_cache in self._batches(generator):
+            images = self.cache.images.index_select(0, index_on_cache)
             rows = index.tolist()
             yield self.augment(
                 images,

@@ -84,13 +84,15 @@ def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, n
     )
 
 
-def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | None = None, seed: int = 0):
+def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | None = None, seed: int = 0,
+                       batch_sampler=None):
     """The training batches: augmented on the GPU when ``device.gpu_augment`` is on and the
     device is a GPU (images decoded once, kept as uint8 on the GPU, warped and coloured there in
-    batch), otherwise the CPU pipeline in DataLoader workers."""
+    batch), otherwise the CPU pipeline in DataLoader workers. ``batch_sampler`` (lists of dataset
+    indices) replaces the shuffled order on either path."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
     if not (cfg.device.get("gpu_augment") and torch.device(device).type == "cuda"):
-        return build_dataloader(dataset, cfg, train=True, batch_size=batch_size)
+        return build_dataloader(dataset, cfg, train=True, batch_size=batch_size, batch_sampler=batch_sampler)
     from ..data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader
 
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -99,16 +101,17 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
     augment = GpuBatchAugment(dataset.pipeline_cfg, dataset.input_size, dataset.keep_ratio, device=device,
                               channels_last=bool(cfg.device.get("channels_last")))
     return GpuBatchLoader(cache, augment, batch_size, shuffle=True, drop_last=len(dataset) > batch_size,
-                          seed=seed, rank=rank, world_size=world)
+                          seed=seed, rank=rank, world_size=world, batch_sampler=batch_sampler)
 
 
 def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
                   callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
-                  logger: bool = True, save_best: bool = True) -> pl.Trainer:
+                  logger: bool = True, save_best: bool = True, max_steps: int = -1) -> pl.Trainer:
     """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs.
 
     ``save_best`` keeps model_best.ckpt by the validation metric; runs that never validate turn
-    it off. model_last.ckpt is written after every epoch, for resuming.
+    it off. model_last.ckpt is written after every epoch, for resuming. ``max_steps`` ends the run
+    early (benchmarks).
     """
     save_dir = Path(save_dir)
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
@@ -127,6 +130,7 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
         strategy="ddp" if n_devices > 1 else "auto",
         precision=resolve_precision(cfg.device.precision, accelerator),
         max_epochs=max_epochs or cfg.schedule.total_epochs,
+        max_steps=max_steps,
         check_val_every_n_epoch=val_every_n_epochs or cfg.schedule.val_intervals,
         gradient_clip_val=cfg.grad_clip or None,
         log_every_n_steps=cfg.log.interval,

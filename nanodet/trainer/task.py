@@ -78,6 +78,8 @@ class TrainingTask(pl.LightningModule):
         self._warmup_steps = cfg.schedule.warmup.steps
         self._resumed = False
         self.train_dataset = None  # set it to let the module build its own (GPU) training loader
+        self.step_timer = None  # a StepTimer callback sets itself here to receive phase marks
+        self.images_seen = 0  # training images (augmented samples) processed, for throughput
 
     # ----------------------------------------------------------------- forward
     def forward(self, img):
@@ -114,14 +116,26 @@ class TrainingTask(pl.LightningModule):
     def on_train_epoch_start(self):
         self.model.set_epoch(self.current_epoch)
 
+    def mark_phase(self, phase: str):
+        """End of a phase of the training step, for a StepTimer when one is attached."""
+        if self.step_timer is not None:
+            self.step_timer.mark(phase)
+
     def compute_loss(self, batch):
         """Loss and its named parts for one batch; continual-learning methods extend this."""
-        _, loss, loss_states = self.model.forward_train(batch)
+        if getattr(self.model, "aux_head", None) is not None:  # the AGM's forward and loss are one
+            _, loss, loss_states = self.model.forward_train(batch)
+        else:
+            preds = self.model(batch["img"])
+            self.mark_phase("forward")
+            loss, loss_states = self.model.head.loss(preds, batch)
+        self.mark_phase("assign_loss")
         return loss, loss_states
 
     def training_step(self, batch, batch_idx):
         loss, loss_states = self.compute_loss(batch)
         batch_size = batch["img"].shape[0]
+        self.images_seen += batch_size
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in loss_states.items()},
             on_step=True, on_epoch=False, batch_size=batch_size, logger=True,
@@ -235,7 +249,9 @@ class TrainingTask(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         checkpoint["cfg"] = self.cfg.to_dict() if hasattr(self.cfg, "to_dict") else dict(self.cfg)
         checkpoint["best_metric"] = self.best_metric
+        checkpoint["images_seen"] = self.images_seen
 
     def on_load_checkpoint(self, checkpoint):
         self.best_metric = checkpoint.get("best_metric", -math.inf)
+        self.images_seen = checkpoint.get("images_seen", 0)
         self._resumed = True

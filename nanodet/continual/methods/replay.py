@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...data.dataset import ImageRecord
-from ...trainer.builders import build_dataloader
+from ...trainer.builders import build_train_loader
 from ...util.io import atomic_write_json
 from .base import ContinualMethod
 
@@ -137,12 +137,13 @@ class Replay(ContinualMethod):
     def train_dataloader(self, context, cfg, device):
         if not self.buffer:
             return super().train_dataloader(context, cfg, device)
+        # One dataset of the current task's images followed by the buffer's, so the same batches
+        # come from the CPU pipeline or from the GPU augmentation.
         current = context.train_dataset
-        buffered = current.with_records([item.record for item in self.buffer])
-        sampler = ReplayBatchSampler(len(current), len(buffered), cfg.device.batchsize_per_gpu,
+        combined = current.with_records(list(current.records) + [item.record for item in self.buffer])
+        sampler = ReplayBatchSampler(len(current), len(self.buffer), cfg.device.batchsize_per_gpu,
                                      seed=context.seed + context.index)
-        return build_dataloader(torch.utils.data.ConcatDataset([current, buffered]), cfg, train=True,
-                                batch_sampler=sampler)
+        return build_train_loader(combined, cfg, device, seed=context.seed + context.index, batch_sampler=sampler)
 
     def describe(self):
         return {**super().describe(), "buffer_size": self.buffer_size, "buffer_policy": self.buffer_policy}

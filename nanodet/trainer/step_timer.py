@@ -1,0 +1,114 @@
+"""Where the time of real training steps goes: a Lightning callback, no synchronisation per step.
+
+``StepTimer`` marks the boundaries of each training step's phases as the real Lightning loop
+runs them: data wait (from the end of one step to the start of the next, so it includes the
+loader and Lightning's own bookkeeping between steps), forward, assignment and losses (marked by
+the module through ``mark``), logging, backward and the optimizer step (gradient clipping
+included). On a GPU the marks are CUDA events, read once at the end, so measuring does not
+serialise the host and the device; on the CPU they are the wall clock.
+
+The first ``skip_steps`` steps (cuDNN autotuning, building the image cache, starting workers)
+are not measured. ``result()`` gives images per second over the measured steps, the mean
+milliseconds of each phase and the peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+
+PHASES = ("data", "forward", "assign_loss", "logging", "backward", "optimizer")
+
+
+class StepTimer(pl.Callback):
+    def __init__(self, skip_steps: int = 5):
+        self.skip_steps = skip_steps
+        self.cuda = False
+        self._marks: list = []  # per measured step: [(phase, mark), ...] from the previous step's end
+        self._step_marks: list | None = None
+        self._last_end = None
+        self._images = 0
+        self._finished = False
+        self.peak_memory_bytes = None
+
+    # ------------------------------------------------------------------ marks
+    def _now(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def mark(self, phase: str):
+        """End of ``phase`` of the current step (no-op outside measured steps)."""
+        if self._step_marks is not None:
+            self._step_marks.append((phase, self._now()))
+
+    def _elapsed_ms(self, a, b) -> float:
+        return a.elapsed_time(b) if self.cuda else 1000.0 * (b - a)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_fit_start(self, trainer, pl_module):
+        self.cuda = pl_module.device.type == "cuda"
+        pl_module.step_timer = self
+
+    def on_fit_end(self, trainer, pl_module):
+        pl_module.step_timer = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step < self.skip_steps or self._last_end is None:
+            return
+        if not self._marks and self._step_marks is None and self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self._step_marks = [("start", self._last_end), ("data", self._now())]
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.mark("logging")
+
+    def on_after_backward(self, trainer, pl_module):
+        self.mark("backward")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        end = self._now()
+        if self._step_marks is not None:
+            self._step_marks.append(("optimizer", end))
+            self._marks.append(self._step_marks)
+            self._images += int(batch["img"].shape[0])
+            self._step_marks = None
+        self._last_end = end
+
+    def on_train_end(self, trainer, pl_module):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_memory_bytes = torch.cuda.max_memory_allocated()
+        self._finished = True
+
+    # ------------------------------------------------------------------ results
+    @property
+    def measured_steps(self) -> int:
+        return len(self._marks)
+
+    def result(self) -> dict:
+        if not self._marks:
+            raise RuntimeError(f"StepTimer measured no step: the run had at most {self.skip_steps} "
+                               "steps (skip_steps); give it more steps")
+        if not self._finished and self.cuda:
+            torch.cuda.synchronize()
+        totals = dict.fromkeys(PHASES, 0.0)
+        for step in self._marks:
+            for (_, previous), (phase, mark) in zip(step, step[1:]):
+                totals[phase] += self._elapsed_ms(previous, mark)
+        steps = len(self._marks)
+        ms = {phase: total / steps for phase, total in totals.items()}
+        # Each measured step spans the previous step's end to its own, so the phases add up to
+        # the wall time of the measured steps, epoch ends (checkpoints, new loaders) included.
+        step_ms = sum(ms.values())
+        return {
+            "steps": steps,
+            "images": self._images,
+            "img_per_s": self._images / (step_ms * steps / 1000.0),
+            "ms": ms,
+            "peak_gpu_gb": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
+        }
