@@ -72,6 +72,8 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default: config)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar on, as a user's run")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="also profile measured steps with torch.profiler; tables written to DIR")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     add_config_override_arg(parser)
@@ -101,6 +103,40 @@ def benchmark_config(args, reference: bool):
     return read_config(args.cfg, overrides)
 
 
+class ProfileSteps(pl.Callback):
+    """torch.profiler over ``active`` steps after ``skip``: top operators by host and device time."""
+
+    def __init__(self, path: Path, skip: int, active: int):
+        self.path, self.skip, self.active = path, skip, active
+        self.profiler = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.skip and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if pl_module.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.profiler is not None and trainer.global_step >= self.skip + self.active:
+            self._write()
+
+    def on_train_end(self, trainer, pl_module):
+        self._write()
+
+    def _write(self):
+        if self.profiler is None:
+            return
+        self.profiler.__exit__(None, None, None)
+        averages = self.profiler.key_averages()
+        tables = [f"{self.active} steps; sorted by {key}\n" + averages.table(sort_by=key, row_limit=40)
+                  for key in ("self_cpu_time_total", "self_device_time_total", "cpu_time_total")]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n\n".join(tables))
+        self.profiler = None
+
+
 def run_method(name: str, args, reference: bool, device: str) -> dict:
     cfg = benchmark_config(args, reference)
     joint = name == "joint"
@@ -119,8 +155,12 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
     method.on_task_start(context, model)
     module = ContinualTask(cfg, model, method, context)
     timer = StepTimer(skip_steps=max(1, args.warmup))
+    callbacks = [timer]
+    if args.profile:
+        callbacks.append(ProfileSteps(Path(args.profile) / f"{name}_{'reference' if reference else 'fast'}.txt",
+                                      skip=max(1, args.warmup), active=min(args.steps, 10)))
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = build_trainer(cfg, run_dir, device=device, callbacks=[timer], save_best=False,
+        trainer = build_trainer(cfg, run_dir, device=device, callbacks=callbacks, save_best=False,
                                 enable_progress_bar=args.progress_bar, max_steps=max(1, args.warmup) + args.steps)
         trainer.fit(module)
     result = timer.result()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from ..trainer.task import TrainingTask
 from .methods.base import ContinualMethod, TaskContext
 
@@ -33,14 +35,17 @@ class ContinualTask(TrainingTask):
 
     def on_fit_start(self):
         super().on_fit_start()
-        self.method.to(self.device)
+        channels_last = self.cfg.device.get("channels_last")
+        self.method.to(self.device, torch.channels_last if channels_last else torch.preserve_format)
 
     def on_train_epoch_start(self):
         pass  # no aux head in continual runs, so no epoch-dependent detaching
 
     def compute_loss(self, batch):
         method, context = self.method, self.context
+        images = len(batch["gt_labels"])
         student, batch = method.forward_student(context, self.model, batch)
+        self.images_seen += len(batch["gt_labels"]) - images  # samples a method adds (Latent Replay's)
         teacher = method.forward_teacher(batch["img"], student)  # once, shared by every term
         self.mark_phase("forward")
         batch = method.add_pseudo_labels(context, self.model, batch, teacher)

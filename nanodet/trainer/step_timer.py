@@ -29,7 +29,8 @@ class StepTimer(pl.Callback):
         self._marks: list = []  # per measured step: [(phase, mark), ...] from the previous step's end
         self._step_marks: list | None = None
         self._last_end = None
-        self._images = 0
+        self._images = 0  # training samples of the measured steps (replayed feature maps count)
+        self._images_seen_before = 0
         self._finished = False
         self.peak_memory_bytes = None
 
@@ -63,6 +64,7 @@ class StepTimer(pl.Callback):
         if not self._marks and self._step_marks is None and self.cuda:
             torch.cuda.reset_peak_memory_stats()
         self._step_marks = [("start", self._last_end), ("data", self._now())]
+        self._images_seen_before = pl_module.images_seen
 
     def on_before_backward(self, trainer, pl_module, loss):
         self.mark("logging")
@@ -75,7 +77,7 @@ class StepTimer(pl.Callback):
         if self._step_marks is not None:
             self._step_marks.append(("optimizer", end))
             self._marks.append(self._step_marks)
-            self._images += int(batch["img"].shape[0])
+            self._images += pl_module.images_seen - self._images_seen_before
             self._step_marks = None
         self._last_end = end
 

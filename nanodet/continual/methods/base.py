@@ -121,10 +121,11 @@ class ContinualMethod:
         """Modules that must stay in eval mode (their BatchNorm statistics never move)."""
         return []
 
-    def to(self, device):
-        """Move what the method holds (the teacher, a buffer) to the training device."""
+    def to(self, device, memory_format=torch.preserve_format):
+        """Move what the method holds (the teacher, a buffer) to the training device, in the
+        student's memory format (a channels_last student fed an NCHW teacher pays conversions)."""
         if self.teacher is not None:
-            self.teacher.to(device)
+            self.teacher.to(device, memory_format)
         return self
 
     def parameters_in_memory(self, model) -> int:

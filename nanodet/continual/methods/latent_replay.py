@@ -119,8 +119,8 @@ class LatentReplay(FrozenBackbone, Replay):
         return total
 
     # ------------------------------------------------------------------ training
-    def to(self, device):
-        super().to(device)
+    def to(self, device, memory_format=torch.preserve_format):
+        super().to(device, memory_format)
         if self.latents:
             entries = [self.latents[self.key(item)] for item in self.buffer]
             levels = len(entries[0]["maps"])

@@ -38,8 +38,8 @@ class Teacher:
             self.model = copy.deepcopy(model)
         self.model.eval().requires_grad_(False)
 
-    def to(self, device):
-        self.model.to(device)
+    def to(self, device, memory_format=torch.preserve_format):
+        self.model.to(device=device, memory_format=memory_format)
         return self
 
     def num_parameters(self) -> int:
