@@ -22,7 +22,9 @@ def tiny_cfg(data_dir, epochs=1, extra=()):
     ])
 
 
-def tiny_runner(data_dir, run_dir, method="naive", epochs=1, callbacks=(), scenario=TWO_TASKS, seed=7, **settings):
+def tiny_runner(data_dir, run_dir, method="naive", epochs=1, callbacks=(), scenario=TWO_TASKS, seed=7,
+                base_model=None, **settings):
     cfg = tiny_cfg(data_dir, epochs)
     return ContinualRunner(cfg, parse_scenario(scenario, cfg.class_names), build_method(method, **settings),
-                           run_dir=run_dir, seed=seed, progress_bar=False, callbacks=callbacks)
+                           run_dir=run_dir, seed=seed, progress_bar=False, callbacks=callbacks,
+                           base_model=base_model)

@@ -168,3 +168,24 @@ def test_same_seed_gives_the_same_initial_weights_and_first_task(tmp_path):
     weights = [read_checkpoint(tmp_path / name / "run" / "task_0" / "model.pth")["state_dict"] for name in "ab"]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert first["per_task"][0]["per_class_AP"] == second["per_task"][0]["per_class_AP"]
+
+
+def test_base_model_replaces_task_0_and_the_method_still_stores_its_state(finished_run, tmp_path):
+    base_run = finished_run[0] / "run"
+    base = base_run / "task_0" / "model.pth"
+    runner = tiny_runner(tmp_path.parent / "tiny_synthetic", tmp_path / "replay", method="replay",
+                         buffer_size=4, base_model=base)
+    results = runner.run()
+    first = results["per_task"][0]
+    assert first["epochs"] == 0 and first["train_seconds"] == 0 and first["base_model"] == str(base)
+    # The same weights, evaluated the same way: the same task-0 numbers as the run that trained them.
+    trained = json.loads((base_run / "task_0" / "eval.json").read_text())
+    assert first["mAP"] == trained["mAP"] and first["per_class_AP"] == trained["per_class_AP"]
+    assert len(json.loads((tmp_path / "replay" / "task_0" / "buffer.json").read_text())) == 4
+    assert results["per_task"][1]["epochs"] == 1 and results["per_task"][1]["train_img_per_s"] > 0
+    assert json.loads((tmp_path / "replay" / "run.json").read_text())["base_model"] == str(base)
+
+
+def test_a_missing_base_model_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(RunError, match="no_such.pth"):
+        tiny_runner(tmp_path.parent / "tiny_synthetic", tmp_path / "run", base_model=tmp_path / "no_such.pth")

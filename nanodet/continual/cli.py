@@ -26,6 +26,9 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--restart", action="store_true", help="discard the run directory's finished tasks and start over")
     parser.add_argument("--handover", choices=("last", "best"), default="last",
                         help="weights handed to the next task: the last epoch's (the paper) or the best on validation")
+    parser.add_argument("--base-model", default=None, metavar="MODEL_PTH",
+                        help="take task 0 from this model (e.g. another run's task_0/model.pth) instead of "
+                             "training it, so that every method starts from the same base model")
     parser.add_argument("--no-progress-bar", action="store_true", help="no per-batch progress bar (logs only)")
     add_config_override_arg(parser)
     return parser
@@ -77,7 +80,7 @@ def main(method: str, argv=None, description: str = "", options=(), method_for_a
         runner = ContinualRunner(
             cfg, scenario, build_method(method, **settings), run_dir=args.out, seed=args.seed,
             device=args.device, restart=args.restart, handover=args.handover,
-            progress_bar=not args.no_progress_bar,
+            progress_bar=not args.no_progress_bar, base_model=args.base_model,
         )
         return runner.run()
     except (ConfigError, ScenarioError, RunError, ValueError) as err:

@@ -59,7 +59,7 @@ def check_continual_config(cfg):
 class ContinualRunner:
     def __init__(self, cfg, scenario: Scenario, method: ContinualMethod, run_dir=None, seed: int = 1234,
                  device: str | None = None, restart: bool = False, handover: str = "last",
-                 progress_bar: bool = True, callbacks=()):
+                 progress_bar: bool = True, callbacks=(), base_model=None):
         if handover not in ("last", "best"):
             raise ValueError(f"handover must be 'last' or 'best', got {handover!r}")
         check_continual_config(cfg)
@@ -73,6 +73,11 @@ class ContinualRunner:
         self.handover = handover
         self.progress_bar = progress_bar
         self.callbacks = list(callbacks)  # extra Lightning callbacks for every task's Trainer
+        # Task 0 taken from this model instead of trained, so that methods start from one base.
+        self.base_model = Path(base_model) if base_model else None
+        if self.base_model is not None and not self.base_model.is_file():
+            raise RunError(f"--base-model {self.base_model}: no such file (give a task_0/model.pth "
+                           "of an earlier run, or any plain state dict of this config's model)")
         self.logger = get_logger()
 
     # ------------------------------------------------------------------ run settings
@@ -86,6 +91,7 @@ class ContinualRunner:
             "seed": self.seed,
             "handover": self.handover,
             "epochs_per_task": self.cfg.schedule.total_epochs,
+            "base_model": str(self.base_model) if self.base_model else None,
             "cfg": self.cfg.to_dict(),
         }
 
@@ -151,23 +157,15 @@ class ContinualRunner:
         context = TaskContext(t, self.scenario, self.cfg, train_dataset=train_dataset, task_dir=task_dir,
                               seed=self.seed)
         pl.seed_everything(self.seed + t, workers=True, verbose=False)
-        self.method.on_task_start(context, model)
-        module = ContinualTask(self.cfg, model, self.method, context, evaluator=None)
         eval_dataset = data.eval_dataset(t)
-        validate = self.handover == "best"
-        if validate:
-            module.evaluator = CocoDetectionEvaluator(eval_dataset)
-        trainer = build_trainer(self.cfg, task_dir, device=self.device, save_best=validate,
-                                enable_progress_bar=self.progress_bar, logger=True, callbacks=self.callbacks)
-        resume = self._resume_checkpoint(task_dir)
-        self.logger.info("task %d/%d: %s | %d training images%s", t, len(self.scenario) - 1,
-                         ", ".join(self.scenario.names(context.new_classes)), len(train_dataset),
-                         " | resuming from its last epoch" if resume else "")
-        val_loaders = build_dataloader(eval_dataset, self.cfg, train=False) if validate else None
-        trainer.fit(module, val_dataloaders=val_loaders, ckpt_path=resume)
-        train_seconds = module.train_seconds()
-        if validate and (task_dir / "model_best.ckpt").is_file():
-            load_model_weight(model, task_dir / "model_best.ckpt", strict=True)
+        if t == 0 and self.base_model is not None:
+            load_model_weight(model, self.base_model, strict=True)
+            self.method.on_task_start(context, model)
+            self.logger.info("task 0: the base model %s, not trained (%d images)", self.base_model, len(train_dataset))
+            trained = {"epochs": 0, "train_seconds": 0.0, "train_img_per_s": None, "base_model": str(self.base_model)}
+        else:
+            self.method.on_task_start(context, model)
+            trained = self._fit(t, task_dir, context, model, eval_dataset)
         self.method.on_task_end(context, model)
         self.method.save_state(task_dir)
         save_model_state(task_dir / "model.pth", model)
@@ -175,9 +173,7 @@ class ContinualRunner:
         start = time.perf_counter()
         entry = self._evaluate(t, model, eval_dataset, eval_device)
         entry.update(
-            train_images=len(train_dataset), epochs=trainer.current_epoch, train_seconds=round(train_seconds, 2),
-            # Augmented samples (replayed ones included) per second of training, start-up included.
-            train_img_per_s=round(module.images_seen / max(train_seconds, 1e-9), 1),
+            train_images=len(train_dataset), **trained,
             eval_seconds=round(time.perf_counter() - start, 2),
             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
             parameters_in_memory=self.method.parameters_in_memory(model),
@@ -189,6 +185,29 @@ class ContinualRunner:
         for leftover in ("model_last.ckpt", "model_best.ckpt"):
             (task_dir / leftover).unlink(missing_ok=True)
         return entry
+
+    def _fit(self, t: int, task_dir: Path, context: TaskContext, model, eval_dataset) -> dict:
+        """Train task t with Lightning (resuming an interrupted fit); how long it took."""
+        module = ContinualTask(self.cfg, model, self.method, context, evaluator=None)
+        validate = self.handover == "best"
+        if validate:
+            module.evaluator = CocoDetectionEvaluator(eval_dataset)
+        trainer = build_trainer(self.cfg, task_dir, device=self.device, save_best=validate,
+                                enable_progress_bar=self.progress_bar, logger=True, callbacks=self.callbacks)
+        resume = self._resume_checkpoint(task_dir)
+        self.logger.info("task %d/%d: %s | %d training images%s", t, len(self.scenario) - 1,
+                         ", ".join(self.scenario.names(context.new_classes)), len(context.train_dataset),
+                         " | resuming from its last epoch" if resume else "")
+        val_loaders = build_dataloader(eval_dataset, self.cfg, train=False) if validate else None
+        trainer.fit(module, val_dataloaders=val_loaders, ckpt_path=resume)
+        train_seconds = module.train_seconds()
+        if validate and (task_dir / "model_best.ckpt").is_file():
+            load_model_weight(model, task_dir / "model_best.ckpt", strict=True)
+        return {
+            "epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
+            # Augmented samples (replayed ones included) per second of training, start-up included.
+            "train_img_per_s": round(module.images_seen / max(train_seconds, 1e-9), 1),
+        }
 
     def _resume_checkpoint(self, task_dir: Path):
         last = task_dir / "model_last.ckpt"

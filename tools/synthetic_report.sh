@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The benchmark report's runs (docs/results/report.md): every method on the synthetic benchmark
+# (cfg/synthetic.yml) for 15p1, 19p1 and 10p10, plus LD with a frozen pretrained MobileNetV2, on
+# one GPU, several runs at a time. Resumable: re-run the same command to continue where a run
+# stopped (finished runs are skipped, interrupted tasks continue from their last epoch).
+#
+#     tools/synthetic_report.sh                 # everything, 8 runs at a time, into runs/report/
+#     PARALLEL=4 BASE_EPOCHS=100 EPOCHS=100 tools/synthetic_report.sh   # the paper's 100 epochs
+#     EXTRA="--set KEY=VALUE ..." tools/synthetic_report.sh               # more overrides for every run
+#
+# Every method of a scenario starts from the same base model (task 0 trained once, naive, as in
+# the paper, where all methods share the 15-class base), given by --base-model; joint training is
+# the upper bound. Batch 64 and the paper's optimizer; the warm-up is 100 steps because one-class
+# tasks have only a few hundred steps at these epoch counts.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT_DIR=${OUT_DIR:-runs/report}
+BASE_EPOCHS=${BASE_EPOCHS:-40}
+EPOCHS=${EPOCHS:-25}
+PARALLEL=${PARALLEL:-8}
+PSEUDO_LABEL_SCORE=${PSEUDO_LABEL_SCORE:-0.5}
+GPU="--device cuda:0 --no-progress-bar --set device.gpu_augment=true --set device.precision=bf16 \
+--set device.channels_last=true --set schedule.warmup.steps=100 ${EXTRA:-}"
+CLASSES=(disc ring square frame triangle diamond cross star hexagon octagon pentagon crescent arrow bar
+         lshape tshape checker target bowtie drop)
+
+epochs() { echo "--set schedule.total_epochs=$1 --set schedule.lr_schedule.T_max=$1"; }
+first_classes() { local IFS=,; echo "[[${CLASSES[*]:0:$1}]]"; }  # a one-task scenario: task 0 only
+base_of() { echo "$OUT_DIR/$1/base/task_0/model.pth"; }
+
+mkdir -p "$OUT_DIR/logs"
+jobs_file=$(mktemp)
+trap 'rm -f "$jobs_file"' EXIT
+
+# One job per line: NAME RUN_DIR COMMAND...; a run whose results.json says finished is skipped.
+run_jobs() {
+    xargs -P "$PARALLEL" -L 1 bash -c '
+        name=$0; run_dir=$1; shift
+        if grep -qs "\"finished\": true" "$run_dir/results.json"; then exit 0; fi
+        echo "$(date +%T) start $name"
+        "$@" --out "$run_dir" > "'"$OUT_DIR"'/logs/$name.log" 2>&1 \
+            && echo "$(date +%T) done $name" || echo "$(date +%T) FAILED $name (see logs/$name.log)"
+    ' < "$jobs_file"
+}
+
+# Stage 1: the base models (task 0 of each scenario), joint training, LD's MobileNetV2 base.
+: > "$jobs_file"
+for n in 15 19 10; do
+    s=$([ $n = 15 ] && echo 15p1 || ([ $n = 19 ] && echo 19p1 || echo 10p10))
+    echo "base_$s $OUT_DIR/$s/base python naive.py --task $(first_classes $n) --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+done
+echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+echo "base_15p1_mbv2 $OUT_DIR/15p1_mbv2/base python latentDistillation.py --task $(first_classes 15) --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+run_jobs
+
+# Stage 2: every method of every scenario from its base; the longest scenarios first.
+: > "$jobs_file"
+for s in 10p10 15p1 19p1; do
+    from="--base-model $(base_of $s)"
+    common="--task $s --cfg cfg/synthetic.yml $GPU $(epochs "$EPOCHS") $from"
+    {
+        echo "${s}_ld $OUT_DIR/$s/ld python latentDistillation.py $common"
+        echo "${s}_ld_pseudo $OUT_DIR/$s/ld_pseudo_labels python latentDistillation.py $common --pseudo-labels $PSEUDO_LABEL_SCORE"
+        echo "${s}_sid $OUT_DIR/$s/sid python SID.py $common"
+        echo "${s}_lwf $OUT_DIR/$s/lwf python lwf.py $common"
+        echo "${s}_replay $OUT_DIR/$s/replay python replay.py $common"
+        echo "${s}_latent_replay $OUT_DIR/$s/latent_replay python replay.py --latent $common"
+        echo "${s}_naive $OUT_DIR/$s/naive python naive.py $common"
+    } >> "$jobs_file"
+    if [ $s = 15p1 ]; then
+        echo "15p1_ld_mbv2 $OUT_DIR/15p1_mbv2/ld python latentDistillation.py --task 15p1 --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$EPOCHS") --base-model $(base_of 15p1_mbv2)" >> "$jobs_file"
+    fi
+done
+run_jobs
