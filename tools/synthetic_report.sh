@@ -20,6 +20,7 @@ BASE_EPOCHS=${BASE_EPOCHS:-40}
 EPOCHS=${EPOCHS:-25}
 PARALLEL=${PARALLEL:-8}
 PSEUDO_LABEL_SCORE=${PSEUDO_LABEL_SCORE:-0.5}
+SCENARIOS=${SCENARIOS:-"15p1 19p1 10p10"}  # a subset runs only those (15p1 brings joint and MobileNetV2)
 GPU="--device cuda:0 --no-progress-bar --set device.gpu_augment=true --set device.precision=bf16 \
 --set device.channels_last=true --set schedule.warmup.steps=100 ${EXTRA:-}"
 CLASSES=(disc ring square frame triangle diamond cross star hexagon octagon pentagon crescent arrow bar
@@ -46,17 +47,17 @@ run_jobs() {
 
 # Stage 1: the base models (task 0 of each scenario), joint training, LD's MobileNetV2 base.
 : > "$jobs_file"
-for n in 15 19 10; do
-    s=$([ $n = 15 ] && echo 15p1 || ([ $n = 19 ] && echo 19p1 || echo 10p10))
+for s in $SCENARIOS; do
+    n=${s%%p*}
     echo "base_$s $OUT_DIR/$s/base python naive.py --task $(first_classes $n) --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 done
-echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
-echo "base_15p1_mbv2 $OUT_DIR/15p1_mbv2/base python latentDistillation.py --task $(first_classes 15) --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+[[ " $SCENARIOS " == *" 15p1 "* ]] && echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+[[ " $SCENARIOS " == *" 15p1 "* ]] && echo "base_15p1_mbv2 $OUT_DIR/15p1_mbv2/base python latentDistillation.py --task $(first_classes 15) --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 run_jobs
 
 # Stage 2: every method of every scenario from its base; the longest scenarios first.
 : > "$jobs_file"
-for s in 10p10 15p1 19p1; do
+for s in $SCENARIOS; do
     from="--base-model $(base_of $s)"
     common="--task $s --cfg cfg/synthetic.yml $GPU $(epochs "$EPOCHS") $from"
     {

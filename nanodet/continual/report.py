@@ -66,6 +66,14 @@ def _fmt(value, digits=4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _cell(column: str, value) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float) and column in ("train s", "buffer MB"):
+        return _fmt(value, 1)
+    return _fmt(value)
+
+
 def results_markdown(results: dict) -> str:
     method = results["method"]
     lines = [
@@ -154,10 +162,20 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path):
 
 
 def run_label(results: dict) -> str:
+    """The method plus the settings that tell runs apart (pseudo-labels, a non-default config)."""
     if results.get("scenario") == "joint":
-        return "joint"
-    method = results["method"]
-    return method.get("label") or method["method"]
+        label = "joint"
+    else:
+        method = results["method"]
+        label = method.get("label") or method["method"]
+        if method.get("pseudo_labels") is not None:
+            label += f"+pseudo-labels {method['pseudo_labels']}"
+        if method.get("drop_background"):
+            label += "+drop-background"
+    backbone = (((results.get("cfg") or {}).get("model") or {}).get("arch") or {}).get("backbone") or {}
+    if backbone.get("name") not in (None, "ShuffleNetV2"):
+        label += f" ({backbone['name']})"
+    return label
 
 
 def write_reports(run_dir: Path, results: dict):
@@ -208,8 +226,7 @@ def compare_runs(run_dirs: Sequence, out_dir) -> dict:
 
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        md.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else (f"{v:,}" if isinstance(v, int) else _fmt(v))
-                                    for v in row) + " |")
+        md.append("| " + " | ".join(_cell(name, v) for name, v in zip(header, row)) + " |")
     notes = ("mAP: COCO mAP@[.5:.95]; VOC mAP@0.5: all-point, difficult ignored; both over all seen "
              "classes after the last task. Parameters in memory: student plus teacher during training.")
     atomic_write_text(out_dir / "comparison.md", "\n".join(md) + "\n\n" + notes + "\n")
