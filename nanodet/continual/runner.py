@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..model.arch import build_model
@@ -37,6 +38,16 @@ from .metrics import mean_ap
 from .report import build_results, write_reports
 from .scenario import Scenario
 from .task import ContinualTask
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 of a DDP run (Lightning's launcher sets the rank of the others' environment)."""
+    return rank_zero_only.rank == 0
+
+
+def wait_for_rank_zero():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 class RunError(RuntimeError):
@@ -96,6 +107,8 @@ class ContinualRunner:
         }
 
     def _prepare_run_dir(self):
+        if not is_rank_zero():  # other DDP ranks only follow rank 0's directory
+            return
         if self.restart and self.run_dir.exists():
             self.logger.info("--restart: removing %s", self.run_dir)
             shutil.rmtree(self.run_dir)
@@ -138,16 +151,21 @@ class ContinualRunner:
                 self.logger.info("task %d already done: skipped (mAP %.4f)", t, entries[-1]["mAP"])
                 continue
             entry = self._train_task(t, task_dir, data, model, eval_device)
+            if not is_rank_zero():
+                continue  # evaluation and reports are rank 0's
             entries.append(entry)
             results = build_results(self.settings(), self.scenario, entries, finished=t + 1 == len(self.scenario))
             write_reports(self.run_dir, results)
             self._print_summary(entry, results)
+        if not is_rank_zero():
+            return {}
         results = build_results(self.settings(), self.scenario, entries, finished=True)
         write_reports(self.run_dir, results)
         return results
 
     def _train_task(self, t: int, task_dir: Path, data: TaskData, model, eval_device) -> dict:
         task_dir.mkdir(parents=True, exist_ok=True)
+        wait_for_rank_zero()  # under DDP, rank 0 has written the previous task's files
         if t > 0:  # hand-over: the previous task's weights (and the method's stored state)
             load_model_weight(model, self.run_dir / f"task_{t - 1}" / "model.pth", strict=True)
             self.method.load_state(self.run_dir / f"task_{t - 1}")
@@ -167,6 +185,8 @@ class ContinualRunner:
             self.method.on_task_start(context, model)
             trained = self._fit(t, task_dir, context, model, eval_dataset)
         self.method.on_task_end(context, model)
+        if not is_rank_zero():  # DDP kept every rank's weights equal; rank 0 writes and evaluates
+            return {}
         self.method.save_state(task_dir)
         save_model_state(task_dir / "model.pth", model)
 
@@ -206,7 +226,7 @@ class ContinualRunner:
         return {
             "epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
             # Augmented samples (replayed ones included) per second of training, start-up included.
-            "train_img_per_s": round(module.images_seen / max(train_seconds, 1e-9), 1),
+            "train_img_per_s": round(module.images_seen * trainer.world_size / max(train_seconds, 1e-9), 1),
         }
 
     def _resume_checkpoint(self, task_dir: Path):

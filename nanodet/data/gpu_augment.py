@@ -625,7 +625,11 @@ class GpuBatchLoader:
         self.batch_sampler = batch_sampler
 
     def _num_images(self):
-        return len(range(self.rank, len(self.cache), self.world_size))
+        # The same count on every rank (the remainder is dropped), or DDP ranks would disagree on
+        # the number of steps.
+        if self.world_size == 1:
+            return len(self.cache)
+        return len(self.cache) // self.world_size
 
     def __len__(self):
         if self.batch_sampler is not None:
@@ -645,7 +649,7 @@ class GpuBatchLoader:
             return
         n = len(self.cache)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order[self.rank::self.world_size]
+        order = order[self.rank::self.world_size][:self._num_images()]
         order_on_cache = order.to(self.cache.images.device)  # one copy per epoch
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield order[start:start + self.batch_size], order_on_cache[start:start + self.batch_size]

@@ -21,7 +21,8 @@ PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
 def resolve_devices(gpu_ids, device: str | None = None):
     """(accelerator, devices) from the config's ``device.gpu_ids`` or a ``--device`` string.
 
-    ``--device`` accepts ``cpu``, ``cuda`` (all GPUs), ``cuda:0`` or ``cuda:0,1``. A request for
+    ``--device`` accepts ``cpu``, ``cpu:N`` (N processes under DDP with the gloo backend, e.g.
+    to test multi-device runs without GPUs), ``cuda`` (all GPUs), ``cuda:0`` or ``cuda:0,1``. A request for
     GPUs on a machine without CUDA falls back to the CPU with a warning, so a config written for
     a GPU server still runs on a laptop.
     """
@@ -29,6 +30,11 @@ def resolve_devices(gpu_ids, device: str | None = None):
         device = device.strip().lower()
         if device == "cpu":
             gpu_ids = -1
+        elif device.startswith("cpu:"):
+            count = device.split(":", 1)[1]
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"--device {device!r}: expected cpu:N with N >= 1 processes")
+            return "cpu", int(count)
         elif device in ("cuda", "gpu"):
             gpu_ids = list(range(max(torch.cuda.device_count(), 1)))
         elif device.startswith(("cuda:", "gpu:")):
@@ -37,7 +43,7 @@ def resolve_devices(gpu_ids, device: str | None = None):
             except ValueError:
                 raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1") from None
         else:
-            raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1")
+            raise ValueError(f"--device {device!r}: expected cpu, cpu:N, cuda, cuda:0 or cuda:0,1")
     if gpu_ids is None or gpu_ids == -1 or gpu_ids == [] or gpu_ids == [-1]:
         return "cpu", 1
     if isinstance(gpu_ids, int):
@@ -62,6 +68,13 @@ def resolve_precision(precision, accelerator: str) -> str:
     return resolved
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside DDP."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None,
                      batch_sampler=None):
     """A loader with the config's batch size and workers; ``batch_sampler`` replaces both
@@ -74,6 +87,13 @@ def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, n
         # Dropping a ragged last batch only makes sense when there is more than one batch.
         "drop_last": train and len(dataset) > batch_size,
     }
+    rank, world = distributed_rank()
+    if train and world > 1 and batch_sampler is None:
+        # Every loader shards itself under DDP (the Trainer injects no sampler): a shuffled
+        # shard per rank; Lightning calls set_epoch on it each epoch.
+        batching["sampler"] = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True,
+                                                                  drop_last=True)
+        batching["shuffle"] = False
     return torch.utils.data.DataLoader(
         dataset,
         num_workers=num_workers,
@@ -95,8 +115,7 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
         return build_dataloader(dataset, cfg, train=True, batch_size=batch_size, batch_sampler=batch_sampler)
     from ..data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader
 
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    rank, world = distributed_rank()
     cache = DecodedImageCache(dataset, device=device, workers=max(cfg.device.workers_per_gpu, 1))
     augment = GpuBatchAugment(dataset.pipeline_cfg, dataset.input_size, dataset.keep_ratio, device=device,
                               channels_last=bool(cfg.device.get("channels_last")))
@@ -136,6 +155,7 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
         log_every_n_steps=cfg.log.interval,
         num_sanity_val_steps=0,
         callbacks=all_callbacks,
+        use_distributed_sampler=False,  # build_dataloader and the GPU loader shard themselves
         logger=TensorBoardLogger(save_dir, name="tensorboard", version="") if logger else False,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,

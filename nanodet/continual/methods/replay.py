@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...data.dataset import ImageRecord
-from ...trainer.builders import build_train_loader
+from ...trainer.builders import build_train_loader, distributed_rank
 from ...util.io import atomic_write_json
 from .base import ContinualMethod
 
@@ -65,10 +65,11 @@ def select_balanced(rng, old, new, size):
 
 
 class ReplayBatchSampler(torch.utils.data.Sampler):
-    """Indices into ``ConcatDataset([current, buffer])``: half of each batch from each part.
+    """Indices into the current task's images followed by the buffer's: half of each batch from each.
 
     Current-task images are each used once per epoch; buffer images are drawn in random order,
-    cycling when the buffer is smaller than the epoch's share.
+    cycling when the buffer is smaller than the epoch's share. Under DDP every rank draws the same
+    epoch (same seed) and takes every ``world``-th batch, the same number on each rank.
     """
 
     def __init__(self, num_current, num_buffer, batch_size, seed):
@@ -77,17 +78,28 @@ class ReplayBatchSampler(torch.utils.data.Sampler):
         self.buffer_per_batch = batch_size // 2
         self.seed, self.epoch = seed, 0
 
-    def __len__(self):
+    def _global_len(self):
         return max(self.num_current // self.current_per_batch, 1)
 
+    def __len__(self):
+        _, world = distributed_rank()
+        return max(self._global_len() // world, 1)
+
     def __iter__(self):
+        rank, world = distributed_rank()
+        batches = list(self._epoch_batches())
+        needed = len(self) * world  # every rank gets len(self) batches, even from a tiny epoch
+        batches = (batches * -(-needed // len(batches)))[:needed]
+        yield from batches[rank::world]
+
+    def _epoch_batches(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         current = rng.permutation(self.num_current)
-        needed = len(self) * self.buffer_per_batch
+        needed = self._global_len() * self.buffer_per_batch
         buffer = np.concatenate([rng.permutation(self.num_buffer)
                                  for _ in range(-(-needed // max(self.num_buffer, 1)))])[:needed]
-        for b in range(len(self)):
+        for b in range(self._global_len()):
             cur = current[b * self.current_per_batch:(b + 1) * self.current_per_batch]
             buf = buffer[b * self.buffer_per_batch:(b + 1) * self.buffer_per_batch] + self.num_current
             yield [int(i) for i in np.concatenate([cur, buf])]
