@@ -88,10 +88,6 @@ class StepTimer(pl.Callback):
         self._finished = True
 
     # ------------------------------------------------------------------ results
-    @property
-    def measured_steps(self) -> int:
-        return len(self._marks)
-
     def result(self) -> dict:
         if not self._marks:
             raise RuntimeError(f"StepTimer measured no step: the run had at most {self.skip_steps} "
