@@ -195,6 +195,15 @@ def test_cache_and_loader_serve_batches_in_the_collates_format(coco_train, synth
     shards = [GpuBatchLoader(cache, augment, batch_size=2, seed=1, rank=r, world_size=2) for r in (0, 1)]
     shard_ids = [torch.cat([b["img_info"]["id"] for b in shard]).tolist() for shard in shards]
     assert len(shard_ids[0]) == len(shard_ids[1]) == 6 and not set(shard_ids[0]) & set(shard_ids[1])
+    # An image count that does not divide: every rank still gets the same number of batches.
+    odd = [GpuBatchLoader(cache, augment, batch_size=2, seed=1, rank=r, world_size=5) for r in range(5)]
+    assert [len(list(shard)) for shard in odd] == [len(shard) for shard in odd] == [1] * 5
+
+    # A batch sampler (replay's half-current, half-buffer batches) chooses the images exactly.
+    chosen = [[0, 1, 11], [5, 5, 2]]
+    sampled = list(GpuBatchLoader(cache, augment, batch_size=3, seed=1, batch_sampler=chosen))
+    records = coco_train.records
+    assert [b["img_info"]["id"].tolist() for b in sampled] == [[records[i].id for i in rows] for rows in chosen]
 
     cpu_batch = collate_and_pad([coco_train[i] for i in range(5)])
     assert set(cpu_batch) <= set(batches[0])

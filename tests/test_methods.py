@@ -249,3 +249,21 @@ def test_flops_tool_reports_what_each_method_trains_and_holds(setup):
     assert rows["naive"] == (student, student) and rows["sid"] == (student, 2 * student)
     assert 0 < neck_head < student / 2 and rows["ld"][1] == student + neck_head
     assert rows["latent_replay"] == (neck_head, student)
+
+
+@pytest.mark.parametrize("name", ["lwf", "ld"])
+def test_the_teacher_takes_the_students_memory_format(setup, name):
+    # A channels_last student feeding an NCHW teacher paid a layout conversion per layer.
+    cfg, _, _ = setup
+    model = build_model(cfg.model)
+    method = build_method(name)
+    method.on_task_start(context_for(setup, 1), model)
+    def layouts_are_channels_last():
+        # Strides decide the layout cuDNN sees, even for kernels whose size-1 dims make both
+        # layouts "contiguous" (depthwise and 1x1 convolutions).
+        kernels = [p for p in method.teacher.model.parameters() if p.dim() == 4]
+        return [p.stride() == p.to(memory_format=torch.channels_last).stride() for p in kernels]
+
+    assert not all(layouts_are_channels_last())
+    method.to("cpu", torch.channels_last)
+    assert all(layouts_are_channels_last())

@@ -154,6 +154,10 @@ def test_gpu_request_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
     assert resolve_devices([0], device="cpu") == ("cpu", 1)
     with pytest.raises(ValueError, match="--device"):
         resolve_devices([0], device="tpu")
+    assert resolve_devices([0], device="cpu:2") == ("cpu", 2)  # two gloo processes
+    for bad in ("cpu:0", "cpu:two"):
+        with pytest.raises(ValueError, match=f"--device '{bad}'"):
+            resolve_devices([0], device=bad)
     assert resolve_precision(16, "cpu") == "bf16-mixed"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision(8, "gpu")

@@ -627,8 +627,6 @@ class GpuBatchLoader:
     def _num_images(self):
         # The same count on every rank (the remainder is dropped), or DDP ranks would disagree on
         # the number of steps.
-        if self.world_size == 1:
-            return len(self.cache)
         return len(self.cache) // self.world_size
 
     def __len__(self):
