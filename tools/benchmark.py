@@ -43,11 +43,12 @@ from nanodet.continual.scenario import parse_scenario  # noqa: E402
 from nanodet.continual.task import ContinualTask  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer.builders import build_trainer  # noqa: E402
+from nanodet.trainer.compile import compile_mode  # noqa: E402
 from nanodet.trainer.step_timer import PHASES, StepTimer  # noqa: E402
 from nanodet.util.cli import add_config_override_arg  # noqa: E402
 from nanodet.util.config import read_config  # noqa: E402
 
-HEADER = ("| method | path | batch | precision | channels_last | img/s | "
+HEADER = ("| method | path | batch | precision | channels_last | compile | img/s | "
           + " | ".join(f"{p} ms" for p in PHASES) + " | peak GPU GB | device |")
 
 
@@ -64,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (at least 1)")
     parser.add_argument("--precision", choices=("bf16", "32"), default="32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", default="false", metavar="MODE",
+                        help="device.compile for the fast path: false, true or a torch.compile mode "
+                             "(compilation happens in the unmeasured --warmup steps: give it 3 or more)")
     parser.add_argument("--reference", action="store_true",
                         help="also run upstream's path (CPU pipeline in DataLoader workers, per-image assigner)")
     parser.add_argument("--data", default=None, help="folder of the synthetic set (default: the config's root)")
@@ -87,6 +91,7 @@ def benchmark_config(args, reference: bool):
         f"device.precision={args.precision}",
         f"device.channels_last={str(args.channels_last).lower()}",
         f"device.gpu_augment={str(not reference).lower()}",
+        f"device.compile={'false' if reference else args.compile}",
         f"model.arch.head.batched_assign={str(not reference).lower()}",
         "schedule.val_intervals=1000000",
     ]
@@ -169,6 +174,7 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
         "method": name + ("+pseudo_labels" if options else ""), "path": "reference" if reference else "fast",
         "scenario": scenario.name, "task": task, "train_images": len(context.train_dataset),
         "batch": args.batch_size, "precision": args.precision, "channels_last": args.channels_last,
+        "compile": compile_mode(cfg.device.compile),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         **result,
         "device": torch.cuda.get_device_name(torch.device(device)) if on_gpu else "cpu",
@@ -179,7 +185,8 @@ def row(result):
     ms = result["ms"]
     peak = "-" if result["peak_gpu_gb"] is None else f"{result['peak_gpu_gb']:.2f}"
     return (f"| {result['method']} | {result['path']} | {result['batch']} | {result['precision']} "
-            f"| {'yes' if result['channels_last'] else 'no'} | {result['img_per_s']:,.0f} "
+            f"| {'yes' if result['channels_last'] else 'no'} | {result['compile'] or 'no'} "
+            f"| {result['img_per_s']:,.0f} "
             + " ".join(f"| {ms[p]:.1f}" for p in PHASES) + f" | {peak} | {result['device']} |")
 
 

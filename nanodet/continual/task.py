@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from ..trainer import compile as compiling
 from ..trainer.task import TrainingTask
 from .methods.base import ContinualMethod, TaskContext
 
@@ -37,6 +38,8 @@ class ContinualTask(TrainingTask):
         super().on_fit_start()
         channels_last = self.cfg.device.get("channels_last")
         self.method.to(self.device, torch.channels_last if channels_last else torch.preserve_format)
+        if self.compile_mode and self.method.teacher is not None:  # its own compiled parts
+            self._compiled_parts += compiling.compile_detector(self.method.teacher.model, self.compile_mode)
 
     def on_train_epoch_start(self):
         pass  # no aux head in continual runs, so no epoch-dependent detaching

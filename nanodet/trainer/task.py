@@ -20,6 +20,7 @@ import torch.distributed as dist
 from ..model.arch import build_model
 from ..model.weight_averager import build_weight_averager
 from ..util.check_point import save_model_state
+from . import compile as compiling
 from .builders import build_train_loader
 from ..util.io import atomic_write_json
 from ..util.logger import get_logger
@@ -80,6 +81,8 @@ class TrainingTask(pl.LightningModule):
         self.train_dataset = None  # set it to let the module build its own (GPU) training loader
         self.step_timer = None  # a StepTimer callback sets itself here to receive phase marks
         self.images_seen = 0  # training images (augmented samples) processed, for throughput
+        self.compile_mode = compiling.compile_mode(cfg.device.get("compile"))
+        self._compiled_parts = []  # restored to plain modules when the fit ends
 
     # ----------------------------------------------------------------- forward
     def forward(self, img):
@@ -93,7 +96,9 @@ class TrainingTask(pl.LightningModule):
     @torch.no_grad()
     def predict(self, batch, batch_idx=None, dataloader_idx=None):
         model = self.eval_model
-        return model.head.post_process(model(batch["img"]), batch)
+        with compiling.eager():  # evaluation never recompiles a training-compiled model
+            preds = model(batch["img"])
+        return model.head.post_process(preds, batch)
 
     # ---------------------------------------------------------------- training
     def train_dataloader(self):
@@ -104,6 +109,8 @@ class TrainingTask(pl.LightningModule):
     def on_fit_start(self):
         if self.cfg.device.get("channels_last"):
             self.to(memory_format=torch.channels_last)
+        if self.compile_mode:
+            self._compiled_parts += compiling.compile_detector(self.model, self.compile_mode)
         # A warm-up longer than the whole run is never what a user meant.
         total = self.trainer.estimated_stepping_batches
         if math.isfinite(total):
@@ -112,6 +119,12 @@ class TrainingTask(pl.LightningModule):
             self.weight_averager.to(self.device)
             # On resume the checkpoint's average is the one to continue, not the raw weights.
             self.weight_averager.load_from(self.avg_model if self._resumed else self.model)
+
+    def on_fit_end(self):
+        # A compiled module's callable is bound to it: copies made later (the next task's
+        # teacher) must not inherit it.
+        compiling.restore(self._compiled_parts)
+        self._compiled_parts = []
 
     def on_train_epoch_start(self):
         self.model.set_epoch(self.current_epoch)
@@ -133,6 +146,7 @@ class TrainingTask(pl.LightningModule):
         return loss, loss_states
 
     def training_step(self, batch, batch_idx):
+        compiling.mark_step_begin(self.compile_mode)
         loss, loss_states = self.compute_loss(batch)
         batch_size = batch["img"].shape[0]
         self.images_seen += batch_size

@@ -105,6 +105,7 @@ DEFAULTS: dict[str, Any] = {
         "precision": 32,
         "gpu_augment": False,  # augment training batches on the GPU (issue 7's fast path)
         "channels_last": False,  # channels-last memory format for the model and its inputs
+        "compile": False,  # torch.compile the network while training: true or a mode (nanodet/trainer/compile.py)
     },
     "schedule": {
         "resume": None,

@@ -314,10 +314,11 @@ class NanoDetPlusHead(nn.Module):
             normal_init(conv, std=0.01, bias=CLS_BIAS_INIT)
 
     # ----------------------------------------------------------------------------- forward
-    def forward_with_towers(self, feats):
-        """Raw predictions ``[B, num_priors, num_outputs]`` and the tower output of every
-        level (the features after the stacked convs, before ``gfl_cls``), which feature
-        distillation compares between a student and its teacher."""
+    def forward(self, feats, with_towers: bool = False):
+        """Raw predictions ``[B, num_priors, num_outputs]``; with ``with_towers``, also the tower
+        output of every level (the features after the stacked convs, before ``gfl_cls``), which
+        feature distillation compares between a student and its teacher. Both go through
+        ``__call__``, so a compiled head (``device.compile``) compiles both."""
         towers, outputs = [], []
         for feat, tower, gfl_cls in zip(feats, self.cls_convs, self.gfl_cls):
             for conv in tower:
@@ -325,15 +326,17 @@ class NanoDetPlusHead(nn.Module):
             towers.append(feat)
             outputs.append(gfl_cls(feat).flatten(start_dim=2))
         preds = torch.cat(outputs, dim=2).permute(0, 2, 1)
-        return preds, towers
-
-    def forward(self, feats):
-        preds, _ = self.forward_with_towers(feats)
+        if with_towers:
+            return preds, towers
         if torch.onnx.is_in_onnx_export():
             # Exported models output class probabilities, as upstream's ONNX graph.
             cls_preds, reg_preds = self._split(preds)
             preds = torch.cat([cls_preds.sigmoid(), reg_preds], dim=-1)
         return preds
+
+    def forward_with_towers(self, feats):
+        """``(preds, towers)``: see ``forward``."""
+        return self(feats, with_towers=True)
 
     # ------------------------------------------------------------------------------ priors
     def get_single_level_center_priors(self, batch_size, featmap_size, stride, dtype, device):

@@ -1,0 +1,63 @@
+"""``device.compile``: the detector's backbone, neck and head under ``torch.compile`` while a fit
+trains, and plain modules again when it ends.
+
+The network is about a thousand small kernels per step, so training is bound by Python and
+launch overhead; compiling fuses BatchNorm, activations and shuffles into fewer kernels (see
+docs/benchmark.md).
+
+Each part is compiled in place (``nn.Module.compile``), which keeps the state_dict keys (no
+``_orig_mod.`` prefix), so checkpoints stay upstream's. The compiled callable it stores is bound
+to that module object, so a deep copy made while it is compiled (a teacher, an EMA model) would
+run the original's weights. ``restore`` therefore removes it when the fit ends, and copies are
+made only outside fits; a teacher gets its own compiled parts. Evaluation runs eagerly
+(``eager``), so eval-mode BatchNorm and smaller evaluation batches never trigger a recompilation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# torch.compile's modes; ``true`` in a config means "default".
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def compile_mode(value) -> str | None:
+    """The torch.compile mode of the config value ``device.compile`` (None: do not compile)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in MODES:
+        return value
+    raise ValueError(f"device.compile: expected false, true or one of {', '.join(MODES)}; got {value!r}")
+
+
+def compile_detector(model: torch.nn.Module, mode: str, backend="inductor") -> list[torch.nn.Module]:
+    """Compile ``model``'s backbone, neck and head in place (those it has); returns them, for
+    ``restore``. ``backend`` other than inductor is for tests (torch.compile's modes are
+    inductor's)."""
+    options = {"mode": mode} if backend == "inductor" else {}
+    parts = [part for part in (model.backbone, model.fpn, model.head) if part is not None]
+    for part in parts:
+        part.compile(backend=backend, **options)
+    return parts
+
+
+def restore(parts) -> None:
+    """Plain modules again: ``__call__`` runs the module's own forward."""
+    for part in parts:
+        part.__dict__.pop("_compiled_call_impl", None)
+
+
+def eager():
+    """A context in which compiled modules run their plain forward, without recompiling."""
+    return torch.compiler.set_stance("force_eager")
+
+
+def mark_step_begin(mode: str | None) -> None:
+    """Tell CUDA graphs (the modes that use them) that a new training step starts, so outputs
+    of the previous step's graphs may be overwritten."""
+    if mode in CUDA_GRAPH_MODES:
+        torch.compiler.cudagraph_mark_step_begin()
+
