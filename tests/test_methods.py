@@ -12,7 +12,6 @@ from fixtures_continual import tiny_cfg, tiny_runner
 from nanodet.continual import build_method, parse_scenario
 from nanodet.continual.data import TaskData
 from nanodet.continual.methods import TaskContext, Teacher
-from nanodet.continual.methods.base import add_pseudo_labels
 from nanodet.continual.methods.replay import BufferItem, ReplayBatchSampler, select_balanced, select_random
 from nanodet.continual.methods.teacher import feature_distillation, logit_distillation
 from nanodet.continual.task import ContinualTask
@@ -186,29 +185,6 @@ def test_replay_buffer_survives_a_restart(setup, tmp_path):
     other.load_state(tmp_path)
     assert [(i.task, i.record.file_name) for i in other.buffer] == [(i.task, i.record.file_name) for i in method.buffer]
     assert all(np.array_equal(a.record.boxes, b.record.boxes) for a, b in zip(other.buffer, method.buffer))
-
-
-# --------------------------------------------------------------- pseudo-labels
-def test_pseudo_labels_use_input_coordinates_and_skip_boxes_on_ground_truth():
-    class FakeHead:
-        def _split(self, preds):
-            return preds[..., :20], preds[..., 20:]
-
-        def get_bboxes(self, cls_preds, reg_preds, meta):
-            dets = torch.tensor([[10., 10., 40., 40., 0.9],    # old class, free: kept
-                                 [60., 60., 90., 90., 0.8],    # old class, on the GT box: dropped
-                                 [12., 50., 30., 70., 0.2],    # old class, low score: dropped
-                                 [100., 5., 120., 30., 0.95]])  # current class: dropped
-            return [(dets, torch.tensor([1, 2, 0, 5]))]
-
-    batch = {"img": torch.zeros(1, 3, 128, 128), "gt_bboxes": [np.array([[61., 59., 91., 92.]], np.float32)],
-             "gt_labels": [np.array([5])], "warp_matrix": [np.diag([0.5, 0.5, 1.0])]}
-    out = add_pseudo_labels(FakeHead(), batch, torch.zeros(1, 5, 52), old_classes=[0, 1, 2],
-                            score_threshold=0.5, iou_threshold=0.5)
-    # the warp matrix is ignored: boxes stay in the (augmented) input image's pixels
-    assert out["gt_bboxes"][0].tolist() == [[61, 59, 91, 92], [10, 10, 40, 40]]
-    assert out["gt_labels"][0].tolist() == [5, 1]
-    assert batch["gt_labels"][0].tolist() == [5]  # the input batch is not modified
 
 
 # --------------------------------------------------------------- every method runs

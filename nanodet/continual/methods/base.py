@@ -12,13 +12,12 @@ import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from ...model.head.nanodet_plus_head import PADDED_GT_KEYS
 from ...trainer.builders import build_train_loader
 from ..scenario import Scenario
+from .pseudo_labels import add_pseudo_labels
 from .teacher import StudentOutputs, Teacher
 
 
@@ -164,31 +163,6 @@ def student_forward(model, img, frozen_backbone: bool = False) -> StudentOutputs
         features = model.backbone(img)
     preds, towers = model.head.forward_with_towers(model.fpn(features))
     return StudentOutputs(preds, towers, features)
-
-
-def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
-    """The batch with the teacher's old-class detections added to each image's boxes.
-
-    Detections are decoded in the network input's pixels, which are the augmented image's, so
-    they line up with the (augmented) ground truth; those overlapping a ground-truth box are
-    dropped, since that object is already labeled.
-    """
-    cls_preds, reg_preds = head._split(teacher_preds)
-    detections = head.get_bboxes(cls_preds, reg_preds, batch)
-    old = torch.as_tensor(sorted(old_classes), device=cls_preds.device)
-    all_boxes, all_labels = [], []
-    for (dets, labels), gt_boxes, gt_labels in zip(detections, batch["gt_bboxes"], batch["gt_labels"]):
-        keep = (dets[:, 4] >= score_threshold) & torch.isin(labels, old)
-        boxes, labels = dets[keep, :4], labels[keep]
-        gt = torch.as_tensor(np.asarray(gt_boxes), dtype=boxes.dtype, device=boxes.device).reshape(-1, 4)
-        if len(gt) and len(boxes):
-            keep = box_iou(boxes, gt).max(dim=1).values < iou_threshold
-            boxes, labels = boxes[keep], labels[keep]
-        all_boxes.append(np.concatenate([np.asarray(gt_boxes, np.float32).reshape(-1, 4),
-                                         boxes.float().cpu().numpy()]))
-        all_labels.append(np.concatenate([np.asarray(gt_labels, np.int64).reshape(-1),
-                                          labels.cpu().numpy().astype(np.int64)]))
-    return with_ground_truth(batch, all_boxes, all_labels)
 
 
 def with_ground_truth(batch, boxes, labels):

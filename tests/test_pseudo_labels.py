@@ -1,0 +1,113 @@
+"""Pseudo-labels for the whole batch at once give what decoding image by image gives."""
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from nanodet.continual.methods.pseudo_labels import add_pseudo_labels
+from nanodet.model.head import build_head
+from nanodet.model.head.nanodet_plus_head import PADDED_GT_KEYS, pad_gt_batch
+from nanodet.util.config import read_config
+
+SIZE = 96  # input pixels: 144 + 36 + 9 + 4 = 193 priors at strides 8..64
+OLD = [0, 1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def head():
+    return build_head(read_config("cfg/demo.yml").model.arch.head).eval()
+
+
+def per_image_reference(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
+    """The straightforward way: decode and NMS each image, filter, drop boxes on ground truth."""
+    cls_preds, reg_preds = head._split(teacher_preds)
+    boxes_out, labels_out = [], []
+    old = torch.tensor(old_classes)
+    for (dets, labels), gt_boxes, gt_labels in zip(head.get_bboxes(cls_preds, reg_preds, batch),
+                                                   batch["gt_bboxes"], batch["gt_labels"]):
+        keep = (dets[:, 4] >= score_threshold) & torch.isin(labels, old)
+        boxes, labels = dets[keep, :4], labels[keep]
+        gt = torch.as_tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4)
+        if len(gt) and len(boxes):
+            keep = box_iou(boxes, gt).max(dim=1).values < iou_threshold
+            boxes, labels = boxes[keep], labels[keep]
+        boxes_out.append(np.concatenate([np.asarray(gt_boxes, np.float32).reshape(-1, 4), boxes.numpy()]))
+        labels_out.append(np.concatenate([np.asarray(gt_labels, np.int64).reshape(-1), labels.numpy()]))
+    return boxes_out, labels_out
+
+
+def random_case(head, seed, images=4):
+    g = torch.Generator().manual_seed(seed)
+    priors = head.get_center_priors(SIZE, SIZE, torch.device("cpu")).shape[0]
+    preds = torch.randn(images, priors, head.num_classes + 4 * (head.reg_max + 1), generator=g)
+    preds[..., :head.num_classes] -= 4.0  # mostly background, with a few confident priors
+    hot = torch.rand(images, priors, head.num_classes, generator=g) < 0.01
+    preds[..., :head.num_classes][hot] += 8.0 * torch.rand(int(hot.sum()), generator=g)
+    gt_boxes, gt_labels = [], []
+    cls_preds, reg_preds = head._split(preds)
+    detections = head.get_bboxes(cls_preds, reg_preds, {"img": torch.zeros(images, 3, SIZE, SIZE)})
+    for i, (dets, _) in enumerate(detections):
+        n = i % 3  # 0, 1 or 2 boxes; some of them exactly on a detection, so it must be dropped
+        boxes = [dets[j, :4].tolist() for j in range(min(n, len(dets)))]
+        boxes += [[5.0, 5.0, 30.0, 40.0]] * (n - len(boxes))
+        gt_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
+        gt_labels.append(np.full(len(boxes), 7, np.int64))
+    batch = {"img": torch.zeros(images, 3, SIZE, SIZE), "gt_bboxes": gt_boxes, "gt_labels": gt_labels}
+    return batch, preds
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_pseudo_labels_equal_the_per_image_reference(head, seed, monkeypatch):
+    monkeypatch.setattr(head, "max_per_img", -1)  # the reference caps all classes, not old ones
+    batch, preds = random_case(head, seed)
+    out = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.5, iou_threshold=0.5)
+    boxes, labels = per_image_reference(head, batch, preds, OLD, 0.5, 0.5)
+    assert sum(len(b) - len(g) for b, g in zip(boxes, batch["gt_bboxes"])) > 0  # some pseudo-labels
+    for got_boxes, got_labels, want_boxes, want_labels in zip(out["gt_bboxes"], out["gt_labels"], boxes, labels):
+        np.testing.assert_allclose(got_boxes, want_boxes, atol=1e-4)
+        np.testing.assert_array_equal(got_labels, want_labels)
+
+
+def test_the_padded_ground_truth_holds_the_same_boxes_as_the_lists(head):
+    batch, preds = random_case(head, seed=11)
+    out = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.5, iou_threshold=0.5)
+    bboxes, labels, valid = (out[k] for k in PADDED_GT_KEYS)
+    for i in range(len(batch["img"])):
+        np.testing.assert_allclose(bboxes[i][valid[i]].numpy(), out["gt_bboxes"][i], atol=1e-5)
+        np.testing.assert_array_equal(labels[i][valid[i]].numpy(), out["gt_labels"][i])
+    # the loss reads the padded tensors as they are
+    again = pad_gt_batch(out, torch.device("cpu"))
+    assert torch.equal(again.bboxes, bboxes) and torch.equal(again.valid, valid)
+
+
+def test_a_detection_on_a_labelled_box_and_new_classes_are_never_pseudo_labels(head):
+    batch, preds = random_case(head, seed=3)
+    out = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.5, iou_threshold=0.5)
+    for own, boxes, labels in zip(batch["gt_bboxes"], out["gt_bboxes"], out["gt_labels"]):
+        extra_boxes, extra_labels = boxes[len(own):], labels[len(own):]
+        assert set(extra_labels.tolist()) <= set(OLD)
+        if len(own) and len(extra_boxes):
+            assert box_iou(torch.as_tensor(extra_boxes), torch.as_tensor(own)).max() < 0.5
+    assert [len(b) for b in batch["gt_bboxes"]] == [0, 1, 2, 0]  # the input batch is untouched
+
+
+def test_each_image_gets_at_most_max_per_img_pseudo_labels(head, monkeypatch):
+    batch, preds = random_case(head, seed=5)
+    uncapped = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.3, iou_threshold=0.5)
+    most = max(len(b) - len(g) for b, g in zip(uncapped["gt_bboxes"], batch["gt_bboxes"]))
+    assert most >= 2
+    monkeypatch.setattr(head, "max_per_img", 1)
+    capped = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.3, iou_threshold=0.5)
+    for own, full, one in zip(batch["gt_bboxes"], uncapped["gt_bboxes"], capped["gt_bboxes"]):
+        assert len(one) - len(own) <= 1
+        if len(one) > len(own):  # the best one (batched NMS keeps scores in decreasing order)
+            np.testing.assert_allclose(one[len(own)], full[len(own)], atol=1e-5)
+
+
+def test_no_confident_detection_leaves_the_ground_truth_as_it_is(head):
+    batch, preds = random_case(head, seed=2)
+    preds[..., :head.num_classes] = -10.0
+    out = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.5, iou_threshold=0.5)
+    for own, boxes in zip(batch["gt_bboxes"], out["gt_bboxes"]):
+        np.testing.assert_array_equal(boxes, own.reshape(-1, 4))
