@@ -7,6 +7,7 @@
 #     tools/synthetic_report.sh                 # everything, 2 runs at a time, into runs/report/
 #     PARALLEL=4 BASE_EPOCHS=100 EPOCHS=100 tools/synthetic_report.sh   # the paper's 100 epochs
 #     EXTRA="--set KEY=VALUE ..." tools/synthetic_report.sh               # more overrides for every run
+#     SCENARIOS=10p10 METHODS="naive replay" tools/synthetic_report.sh     # only these (and their base)
 #
 # Every method of a scenario starts from the same base model (task 0 trained once, naive, as in
 # the paper, where all methods share the 15-class base), given by --base-model; joint training is
@@ -23,6 +24,7 @@ EPOCHS=${EPOCHS:-25}
 PARALLEL=${PARALLEL:-2}
 PSEUDO_LABEL_SCORE=${PSEUDO_LABEL_SCORE:-0.5}
 SCENARIOS=${SCENARIOS:-"15p1 19p1 10p10"}  # a subset runs only those (15p1 brings joint and MobileNetV2)
+METHODS=${METHODS:-"ld ld_pseudo sid lwf replay latent_replay naive ld_mbv2"}  # stage 2's runs
 GPU="--device cuda:0 --no-progress-bar --set device.gpu_augment=true --set device.precision=bf16 \
 --set device.channels_last=true --set schedule.warmup.steps=100 ${EXTRA:-}"
 CLASSES=(disc ring square frame triangle diamond cross star hexagon octagon pentagon crescent arrow bar
@@ -58,21 +60,22 @@ done
 run_jobs
 
 # Stage 2: every method of every scenario from its base; the longest scenarios first.
+# job METHOD RUN_DIR_SUFFIX COMMAND...: queued for scenario $s when METHODS names it.
+job() { [[ " $METHODS " == *" $1 "* ]] && echo "${s}_$1 $OUT_DIR/${s}${2}" "${@:3}" >> "$jobs_file"; }
 : > "$jobs_file"
 for s in $SCENARIOS; do
     from="--base-model $(base_of $s)"
     common="--task $s --cfg cfg/synthetic.yml $GPU $(epochs "$EPOCHS") $from"
-    {
-        echo "${s}_ld $OUT_DIR/$s/ld python latentDistillation.py $common"
-        echo "${s}_ld_pseudo $OUT_DIR/$s/ld_pseudo_labels python latentDistillation.py $common --pseudo-labels $PSEUDO_LABEL_SCORE"
-        echo "${s}_sid $OUT_DIR/$s/sid python SID.py $common"
-        echo "${s}_lwf $OUT_DIR/$s/lwf python lwf.py $common"
-        echo "${s}_replay $OUT_DIR/$s/replay python replay.py $common"
-        echo "${s}_latent_replay $OUT_DIR/$s/latent_replay python replay.py --latent $common"
-        echo "${s}_naive $OUT_DIR/$s/naive python naive.py $common"
-    } >> "$jobs_file"
+    job ld /ld python latentDistillation.py $common
+    job ld_pseudo /ld_pseudo_labels python latentDistillation.py $common --pseudo-labels $PSEUDO_LABEL_SCORE
+    job sid /sid python SID.py $common
+    job lwf /lwf python lwf.py $common
+    job replay /replay python replay.py $common
+    job latent_replay /latent_replay python replay.py --latent $common
+    job naive /naive python naive.py $common
     if [ $s = 15p1 ]; then
-        echo "15p1_ld_mbv2 $OUT_DIR/15p1_mbv2/ld python latentDistillation.py --task 15p1 --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$EPOCHS") --base-model $(base_of 15p1_mbv2)" >> "$jobs_file"
+        job ld_mbv2 _mbv2/ld python latentDistillation.py --task 15p1 --cfg cfg/synthetic_mbv2.yml $GPU \
+            $(epochs "$EPOCHS") --base-model $(base_of 15p1_mbv2)
     fi
 done
 run_jobs
