@@ -161,3 +161,18 @@ def test_gpu_request_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
     assert resolve_precision(16, "cpu") == "bf16-mixed"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision(8, "gpu")
+
+
+def test_loss_terms_reach_tensorboard_at_every_logging_step(tmp_path):
+    # The module logs the loss terms only on the steps the logger writes (the rest would be
+    # thrown away): with log.interval 2 and 6 steps, every second step must be in the file.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("log.interval")] + ["log.interval=2"]
+    load_tool("train").main(["cfg/demo.yml", "--seed", "0", *as_args(overrides)])
+    events = EventAccumulator(str(next((tmp_path / "work" / "tensorboard").glob("events.out.tfevents.*"))))
+    events.Reload()
+    for term in ("train/loss_qfl", "train/loss_bbox", "train/loss_dfl"):
+        scalars = events.Scalars(term)
+        assert [s.step for s in scalars] == [1, 3, 5], term
+        assert all(math.isfinite(s.value) for s in scalars)

@@ -150,11 +150,16 @@ class TrainingTask(pl.LightningModule):
         loss, loss_states = self.compute_loss(batch)
         batch_size = batch["img"].shape[0]
         self.images_seen += batch_size
-        self.log_dict(
-            {f"train/{k}": v.detach() for k, v in loss_states.items()},
-            on_step=True, on_epoch=False, batch_size=batch_size, logger=True,
-        )
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=batch_size)
+        # self.log costs a few ms of host time per call set, which the GPU waits for; the logger
+        # only writes every log_every_n_steps, so only those steps (and the progress bar) log.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log_dict(
+                {f"train/{k}": v.detach() for k, v in loss_states.items()},
+                on_step=True, on_epoch=False, batch_size=batch_size, logger=True,
+            )
+        if self.trainer.progress_bar_callback is not None:
+            self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False,
+                     batch_size=batch_size)
         if self.global_step % self.cfg.log.interval == 0:
             self._log_train_line(batch_idx, loss_states)
         return loss
