@@ -49,7 +49,7 @@ from nanodet.util.cli import add_config_override_arg  # noqa: E402
 from nanodet.util.config import read_config  # noqa: E402
 
 HEADER = ("| method | path | batch | precision | channels_last | compile | img/s | "
-          + " | ".join(f"{p} ms" for p in PHASES) + " | peak GPU GB | device |")
+          + " | ".join(f"{p} ms" for p in PHASES) + " | peak GPU GB | reserved GPU GB | device |")
 
 
 def parse_args(argv=None):
@@ -184,10 +184,11 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
 def row(result):
     ms = result["ms"]
     peak = "-" if result["peak_gpu_gb"] is None else f"{result['peak_gpu_gb']:.2f}"
+    reserved = "-" if result.get("reserved_gpu_gb") is None else f"{result['reserved_gpu_gb']:.2f}"
     return (f"| {result['method']} | {result['path']} | {result['batch']} | {result['precision']} "
             f"| {'yes' if result['channels_last'] else 'no'} | {result['compile'] or 'no'} "
             f"| {result['img_per_s']:,.0f} "
-            + " ".join(f"| {ms[p]:.1f}" for p in PHASES) + f" | {peak} | {result['device']} |")
+            + " ".join(f"| {ms[p]:.1f}" for p in PHASES) + f" | {peak} | {reserved} | {result['device']} |")
 
 
 def main(argv=None):

@@ -33,6 +33,7 @@ class StepTimer(pl.Callback):
         self._images_seen_before = 0
         self._finished = False
         self.peak_memory_bytes = None
+        self.peak_reserved_bytes = None
 
     # ------------------------------------------------------------------ marks
     def _now(self):
@@ -85,6 +86,9 @@ class StepTimer(pl.Callback):
         if self.cuda:
             torch.cuda.synchronize()
             self.peak_memory_bytes = torch.cuda.max_memory_allocated()
+            # Reserved memory also counts pools made before the measured steps, such as those of
+            # CUDA graphs recorded during the warm-up, which the allocated peak misses.
+            self.peak_reserved_bytes = torch.cuda.max_memory_reserved()
         self._finished = True
 
     # ------------------------------------------------------------------ results
@@ -109,4 +113,5 @@ class StepTimer(pl.Callback):
             "img_per_s": self._images / (step_ms * steps / 1000.0),
             "ms": ms,
             "peak_gpu_gb": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
+            "reserved_gpu_gb": None if self.peak_reserved_bytes is None else self.peak_reserved_bytes / 2**30,
         }
