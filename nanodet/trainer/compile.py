@@ -13,7 +13,7 @@ eval-mode BatchNorm and smaller evaluation batches never trigger a recompilation
 
 Which mode: ``reduce-overhead`` (CUDA graphs) is the one that pays here, because the step is
 bound by the host launching kernels; ``default`` alone was slower than eager in the Lightning loop
-on an H100 (docs/benchmark.md). Compiling costs one to three minutes per fit, so it pays for long
+on an H100 (docs/benchmark.md). Compiling took one to three minutes there, so it pays for long
 tasks, not for a few hundred steps.
 """
 
