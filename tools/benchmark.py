@@ -22,6 +22,9 @@ Two paths, in the same run:
 * **reference** (``--reference``): upstream's way, the CPU augmentation pipeline in DataLoader
   workers and per-image label assignment, for the speed-up.
 
+``--compile MODE`` sets ``device.compile`` on the fast path (``reduce-overhead``: CUDA graphs, the
+fastest on an H100); compilation happens in the ``--warmup`` steps, so give it 3 or more.
+
 The data is the synthetic benchmark, generated into ``--data`` if missing (the config's spec, or a
 smaller one with ``--train-images``).
 """
