@@ -154,7 +154,7 @@ class TrainingTask(pl.LightningModule):
         # only writes every log_every_n_steps, so only those steps (and the progress bar) log.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log_dict(
-                {f"train/{k}": v.detach() for k, v in loss_states.items()},
+                {**{f"train/{k}": v.detach() for k, v in loss_states.items()}, "train/lr": self._current_lr()},
                 on_step=True, on_epoch=False, batch_size=batch_size, logger=True,
             )
         if self.trainer.progress_bar_callback is not None:
@@ -167,15 +167,17 @@ class TrainingTask(pl.LightningModule):
     def _log_train_line(self, batch_idx, loss_states):
         if not self.trainer.is_global_zero:
             return
-        # training_step runs inside the optimizer's closure, where the warm-up is already applied.
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("train/lr", lr, on_step=True, on_epoch=False, logger=True, rank_zero_only=True)
+        lr = self._current_lr()
         parts = "| ".join(f"{k}:{v.item():.4f}" for k, v in loss_states.items())
         get_logger().info(
             "Train|Epoch%d/%d|Iter%d(%d/%d)| lr:%.2e| %s",
             self.current_epoch + 1, self.trainer.max_epochs, self.global_step, batch_idx + 1,
             self.trainer.num_training_batches, lr, parts,
         )
+
+    def _current_lr(self) -> float:
+        # training_step runs inside the optimizer's closure, where the warm-up is already applied.
+        return self.trainer.optimizers[0].param_groups[0]["lr"]
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         # The warm-up scales the scheduler's learning rate for this step only, so the
