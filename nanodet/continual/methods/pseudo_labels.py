@@ -19,6 +19,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from ...model.head.nanodet_plus_head import PADDED_GT_KEYS, pad_gt_batch
+from ...model.loss.iou_loss import bbox_overlaps
 
 
 def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
@@ -48,12 +49,13 @@ def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, 
         keep = batched_nms(boxes, score, image * num_classes + label, head.nms_iou_threshold)
         keep = keep[torch.sort(image[keep], stable=True).indices]
         image, boxes, label = image[keep], boxes[keep], label[keep]
-        rank = _rank_within_image(image, num_images)
         if head.max_per_img > 0:
-            image, boxes, label, rank = _select(rank < head.max_per_img, image, boxes, label, rank)
+            best = _rank_within_image(image, num_images) < head.max_per_img
+            image, boxes, label = _select(best, image, boxes, label)
 
         gt = pad_gt_batch(batch, device, with_ignore=batch.get("gt_bboxes_ignore") is not None)
-        overlap = _iou_with_own_ground_truth(boxes, gt.bboxes[image]).masked_fill(~gt.valid[image], 0.0)
+        # IoU of each box with each ground-truth box of its own image: [K, G]
+        overlap = bbox_overlaps(boxes[:, None, :], gt.bboxes[image])[:, 0].masked_fill(~gt.valid[image], 0.0)
         free = overlap.max(dim=1).values < iou_threshold
         image, boxes, label = _select(free, image, boxes, label)
         rank = _rank_within_image(image, num_images)
@@ -71,16 +73,6 @@ def _select(mask, *rows):
     return tuple(r[mask] for r in rows)
 
 
-def _iou_with_own_ground_truth(boxes, gt_boxes):
-    """IoU of each box ``[K, 4]`` with each of its image's ground-truth boxes ``[K, G, 4]``."""
-    top_left = torch.maximum(boxes[:, None, :2], gt_boxes[..., :2])
-    bottom_right = torch.minimum(boxes[:, None, 2:], gt_boxes[..., 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=-1)
-    gt_area = (gt_boxes[..., 2:] - gt_boxes[..., :2]).clamp(min=0).prod(dim=-1)
-    return inter / (area[:, None] + gt_area - inter).clamp(min=1e-6)
-
-
 def _append(batch, gt, image, rank, boxes, label):
     """The batch with the pseudo boxes after each image's ground truth: in the padded tensors
     (new columns after the existing ones) and in the per-image host lists."""
@@ -96,7 +88,7 @@ def _append(batch, gt, image, rank, boxes, label):
     counts = torch.bincount(image, minlength=num_images).cpu().tolist()
     host_boxes = torch.split(boxes.float().cpu(), counts)
     host_labels = torch.split(label.cpu(), counts)
-    out = {k: v for k, v in batch.items()}
+    out = dict(batch)
     out["gt_bboxes"] = [np.concatenate([np.asarray(own, np.float32).reshape(-1, 4), extra.numpy()])
                         for own, extra in zip(batch["gt_bboxes"], host_boxes)]
     out["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), extra.numpy().astype(np.int64)])
