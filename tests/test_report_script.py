@@ -1,0 +1,42 @@
+"""tools/synthetic_report.sh queues the right runs (a stub `python` records each command)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(tmp_path, **env):
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "$@"\n')
+    stub.chmod(0o755)
+    out = tmp_path / "report"
+    environ = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "OUT_DIR": str(out), **env}
+    subprocess.run(["bash", str(ROOT / "tools" / "synthetic_report.sh")], env=environ, check=True,
+                   capture_output=True, text=True, timeout=60)
+    return out, {p.stem: p.read_text() for p in (out / "logs").glob("*.log")}
+
+
+def test_methods_picks_the_runs_of_stage_two_and_bases_still_run(tmp_path):
+    out, commands = run_script(tmp_path, SCENARIOS="15p1 10p10", METHODS="naive ld_mbv2")
+    assert sorted(commands) == ["10p10_naive", "15p1_ld_mbv2", "15p1_naive", "base_10p10", "base_15p1",
+                                "base_15p1_mbv2", "joint"]
+    mbv2 = commands["15p1_ld_mbv2"].split()
+    assert mbv2[0] == "latentDistillation.py" and "cfg/synthetic_mbv2.yml" in mbv2
+    assert mbv2[mbv2.index("--base-model") + 1] == str(out / "15p1_mbv2" / "base" / "task_0" / "model.pth")
+    assert mbv2[mbv2.index("--out") + 1] == str(out / "15p1_mbv2" / "ld")
+    naive = commands["10p10_naive"].split()
+    assert naive[:3] == ["naive.py", "--task", "10p10"]
+    assert naive[naive.index("--base-model") + 1] == str(out / "10p10" / "base" / "task_0" / "model.pth")
+
+
+def test_every_method_by_default_and_finished_runs_are_skipped(tmp_path):
+    finished = tmp_path / "report" / "19p1" / "sid"
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text('{"finished": true}')
+    _, commands = run_script(tmp_path, SCENARIOS="19p1")
+    assert sorted(commands) == ["19p1_latent_replay", "19p1_ld", "19p1_ld_pseudo", "19p1_lwf", "19p1_naive",
+                                "19p1_replay", "base_19p1"]
+    assert "--pseudo-labels 0.5" in commands["19p1_ld_pseudo"] and "--latent" in commands["19p1_latent_replay"]
