@@ -129,3 +129,19 @@ def test_nodes_deepcopy_and_convert_back_to_plain_dicts():
     assert type(plain["model"]["arch"]) is dict
     with pytest.raises(AttributeError):
         cfg.no_such_section
+
+
+@pytest.mark.parametrize("override, message", [
+    ("log.interval=0", r"log\.interval must be a number of steps >= 1, got 0"),
+    ("log.interval=ten", r"log\.interval must be a number of steps >= 1, got 'ten'"),
+    ("device.compile=fast", r"device\.compile: expected false, true or one of .*got 'fast'"),
+])
+def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        read_config(ROOT / "cfg/demo.yml", [override])
+    assert "demo.yml" in str(err.value)
+
+
+def test_compile_modes_are_accepted():
+    for mode in ("false", "true", "reduce-overhead"):
+        read_config(ROOT / "cfg/demo.yml", [f"device.compile={mode}"])

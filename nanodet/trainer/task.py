@@ -121,8 +121,7 @@ class TrainingTask(pl.LightningModule):
             self.weight_averager.load_from(self.avg_model if self._resumed else self.model)
 
     def on_fit_end(self):
-        # A compiled module's callable is bound to it: copies made later (the next task's
-        # teacher) must not inherit it.
+        # The model leaves every fit as plain modules (the next task's teacher is copied from it).
         compiling.restore(self._compiled_parts)
         self._compiled_parts = []
 

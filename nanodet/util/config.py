@@ -219,6 +219,15 @@ def validate_config(cfg: Mapping, source: str = "config"):
         raise ConfigError(
             f"{source}: schedule.warmup.name must be one of {WARMUP_NAMES}, got {warmup.get('name')!r}"
         )
+    interval = (cfg.get("log") or {}).get("interval")
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ConfigError(f"{source}: log.interval must be a number of steps >= 1, got {interval!r}")
+    from ..trainer.compile import compile_mode  # here: the trainer package imports this module
+
+    try:
+        compile_mode((cfg.get("device") or {}).get("compile"))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
     names = cfg.get("class_names") or []
     arch = (cfg.get("model") or {}).get("arch") or {}
     for head_key in ("head", "aux_head"):
