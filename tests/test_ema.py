@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -84,3 +85,30 @@ def test_to_moves_state_and_later_loads_follow_it():
     assert ema.state["weight"].device.type == "meta"
     ema.load_from(model)
     assert ema.state["stat"].device.type == "meta"
+
+
+def test_update_of_a_batchnorm_model_matches_the_formula_for_every_tensor():
+    """The multi-tensor update equals ``(1 - w) * ema + w * value`` for each parameter and float
+    buffer, and truncates the integer ``num_batches_tracked`` as upstream's copy_ did."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    ema = ExpMovingAverager(decay=0.9)
+    ema.load_from(model)
+    model.train()
+    for _ in range(7):  # move the weights, the running statistics and num_batches_tracked
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+    before = {k: v.clone() for k, v in ema.state.items()}
+    ema.update(model, 3)
+    w = ema.calculate_decay(3)
+    current = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
+    assert set(ema.state) == set(current)
+    for name, value in current.items():
+        expected = before[name] * (1 - w) + value.detach() * w
+        if value.is_floating_point():
+            assert torch.allclose(ema.state[name], expected, atol=1e-6), name
+        else:
+            assert ema.state[name].dtype == torch.int64
+            assert ema.state[name].item() == int(expected.item()) == int(7 * w), name

@@ -183,3 +183,47 @@ def test_loss_terms_reach_tensorboard_at_every_logging_step(tmp_path):
     epoch1 = 1e-4 + (0.004 - 1e-4) / 2
     expected = [0.004 * (1 - 0.75 * 0.99), epoch1 * (1 - 0.25 * 0.99), epoch1]
     assert [s.value for s in events.Scalars("train/lr")] == pytest.approx(expected, rel=1e-5)
+
+
+def test_checkpoints_are_written_in_the_background_from_a_snapshot(tmp_path):
+    # The write waits in its thread until training has moved the weights on: the file must still
+    # hold the weights of the moment it was asked for, and be complete once the IO is torn down.
+    import threading
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins import AsyncCheckpointIO
+
+    from nanodet.trainer.builders import build_trainer
+
+    class Line(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(64, 64)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).square().mean()
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 64)), batch_size=4)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cfg = read_config("cfg/demo.yml", ["device.gpu_ids=-1", "schedule.total_epochs=1"])
+    trainer = build_trainer(cfg, tmp_path, logger=False, enable_progress_bar=False, save_best=False)
+    module = Line()
+    trainer.fit(module)
+    assert isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO)
+    assert read_checkpoint(tmp_path / "model_last.ckpt")["global_step"] == 2  # written by the time fit returns
+
+    writer = trainer.strategy.checkpoint_io.checkpoint_io
+    release = threading.Event()
+    save = writer.save_checkpoint
+    writer.save_checkpoint = lambda *args, **kwargs: (release.wait(10), save(*args, **kwargs))
+    before = module.layer.weight.detach().clone()
+    trainer.save_checkpoint(tmp_path / "snapshot.ckpt")
+    with torch.no_grad():
+        module.layer.weight.add_(1.0)  # training goes on while the file is written
+    release.set()
+    trainer.strategy.checkpoint_io.teardown()  # waits for the write
+    assert torch.equal(read_checkpoint(tmp_path / "snapshot.ckpt")["state_dict"]["layer.weight"], before)

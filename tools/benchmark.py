@@ -52,7 +52,7 @@ from nanodet.util.cli import add_config_override_arg  # noqa: E402
 from nanodet.util.config import read_config  # noqa: E402
 
 HEADER = ("| method | path | batch | precision | channels_last | compile | img/s | "
-          + " | ".join(f"{p} ms" for p in PHASES) + " | peak GPU GB | reserved GPU GB | device |")
+          + " | ".join(f"{p} ms" for p in PHASES) + " | median / max step ms | peak GPU GB | reserved GPU GB | device |")
 
 
 def parse_args(argv=None):
@@ -176,6 +176,7 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
     return {
         "method": name + ("+pseudo_labels" if options else ""), "path": "reference" if reference else "fast",
         "scenario": scenario.name, "task": task, "train_images": len(context.train_dataset),
+        "steps_per_epoch": trainer.num_training_batches,
         "batch": args.batch_size, "precision": args.precision, "channels_last": args.channels_last,
         "compile": compile_mode(cfg.device.compile),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -191,7 +192,8 @@ def row(result):
     return (f"| {result['method']} | {result['path']} | {result['batch']} | {result['precision']} "
             f"| {'yes' if result['channels_last'] else 'no'} | {result['compile'] or 'no'} "
             f"| {result['img_per_s']:,.0f} "
-            + " ".join(f"| {ms[p]:.1f}" for p in PHASES) + f" | {peak} | {reserved} | {result['device']} |")
+            + " ".join(f"| {ms[p]:.1f}" for p in PHASES)
+            + f" | {result['step_ms']['median']:.1f} / {result['step_ms']['max']:.1f} | {peak} | {reserved} | {result['device']} |")
 
 
 def main(argv=None):

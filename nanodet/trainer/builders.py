@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins import AsyncCheckpointIO
 
 from ..data.collate import collate_and_pad
 from ..util.logger import get_logger
@@ -131,6 +132,11 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
     ``save_best`` keeps model_best.ckpt by the validation metric; runs that never validate turn
     it off. model_last.ckpt is written after every epoch, for resuming. ``max_steps`` ends the run
     early (benchmarks).
+
+    Checkpoints are written in a background thread (Lightning's ``AsyncCheckpointIO``): the tensors
+    are copied on the training thread first, so a file holds one step's state, and every write has
+    finished when ``fit`` returns. With short epochs a synchronous save (about 0.1 s for this
+    model) cost about a tenth of the GPU training time.
     """
     save_dir = Path(save_dir)
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
@@ -155,6 +161,7 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
         log_every_n_steps=cfg.log.interval,
         num_sanity_val_steps=0,
         callbacks=all_callbacks,
+        plugins=[AsyncCheckpointIO()],
         use_distributed_sampler=False,  # build_dataloader and the GPU loader shard themselves
         logger=TensorBoardLogger(save_dir, name="tensorboard", version="") if logger else False,
         enable_progress_bar=enable_progress_bar,

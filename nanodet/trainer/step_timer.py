@@ -9,7 +9,7 @@ serialise the host and the device; on the CPU they are the wall clock.
 
 The first ``skip_steps`` steps (cuDNN autotuning, building the image cache, starting workers)
 are not measured. ``result()`` gives images per second over the measured steps, the mean
-milliseconds of each phase and the peak GPU memory.
+milliseconds of each phase, the median, 90th percentile and slowest step, and the peak GPU memory.
 """
 
 from __future__ import annotations
@@ -99,10 +99,15 @@ class StepTimer(pl.Callback):
         if not self._finished and self.cuda:
             torch.cuda.synchronize()
         totals = dict.fromkeys(PHASES, 0.0)
+        per_step = []  # each step's whole time: the mean hides rare slow steps (epoch ends)
         for step in self._marks:
+            per_step.append(0.0)
             for (_, previous), (phase, mark) in zip(step, step[1:]):
-                totals[phase] += self._elapsed_ms(previous, mark)
+                elapsed = self._elapsed_ms(previous, mark)
+                totals[phase] += elapsed
+                per_step[-1] += elapsed
         steps = len(self._marks)
+        per_step.sort()
         ms = {phase: total / steps for phase, total in totals.items()}
         # Each measured step spans the previous step's end to its own, so the phases add up to
         # the wall time of the measured steps, epoch ends (checkpoints, new loaders) included.
@@ -112,6 +117,8 @@ class StepTimer(pl.Callback):
             "images": self._images,
             "img_per_s": self._images / (step_ms * steps / 1000.0),
             "ms": ms,
+            "step_ms": {"median": per_step[steps // 2], "p90": per_step[int(0.9 * (steps - 1))],
+                        "max": per_step[-1]},
             "peak_gpu_gb": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
             "reserved_gpu_gb": None if self.peak_reserved_bytes is None else self.peak_reserved_bytes / 2**30,
         }

@@ -79,10 +79,22 @@ class ExpMovingAverager:
 
     def update(self, model, iteration):
         weight = self.calculate_decay(iteration)
+        averaged, current, averaged_int, current_int = [], [], [], []
+        for name, value in self._named_tensors(model):
+            average = self.state[name]
+            value = value.detach().to(average.device)
+            if average.is_floating_point():
+                averaged.append(average)
+                current.append(value.to(average.dtype))
+            else:
+                averaged_int.append(average)
+                current_int.append(value)
+        # One multi-tensor kernel per list instead of four kernels per tensor: a NanoDet has
+        # about 600 parameters and buffers, and their launches held up every training step.
         with torch.no_grad():
-            for name, value in self._named_tensors(model):
-                averaged = self.state[name]
-                if self.device:
-                    value = value.to(self.device)
-                # Integer buffers (num_batches_tracked) are truncated by copy_, as upstream.
-                averaged.copy_(averaged * (1 - weight) + value * weight)
+            if averaged:
+                torch._foreach_lerp_(averaged, current, weight)  # average + w * (value - average)
+            if averaged_int:  # num_batches_tracked: mixed in float, truncated by copy_, as upstream
+                mixed = torch._foreach_add(torch._foreach_mul(averaged_int, 1 - weight),
+                                           torch._foreach_mul(current_int, weight))
+                torch._foreach_copy_(averaged_int, mixed)
