@@ -134,6 +134,7 @@ def test_nodes_deepcopy_and_convert_back_to_plain_dicts():
 @pytest.mark.parametrize("override, message", [
     ("log.interval=0", r"log\.interval must be a number of steps >= 1, got 0"),
     ("log.interval=ten", r"log\.interval must be a number of steps >= 1, got 'ten'"),
+    ("schedule.checkpoint_interval=-1", r"schedule\.checkpoint_interval must be a number of seconds >= 0, got -1"),
     ("device.compile=fast", r"device\.compile: expected false, true or one of .*got 'fast'"),
 ])
 def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override, message):

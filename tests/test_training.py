@@ -185,45 +185,44 @@ def test_loss_terms_reach_tensorboard_at_every_logging_step(tmp_path):
     assert [s.value for s in events.Scalars("train/lr")] == pytest.approx(expected, rel=1e-5)
 
 
-def test_checkpoints_are_written_in_the_background_from_a_snapshot(tmp_path):
-    # The write waits in its thread until training has moved the weights on: the file must still
-    # hold the weights of the moment it was asked for, and be complete once the IO is torn down.
-    import threading
-
+def test_last_checkpoint_waits_for_its_interval_and_always_follows_the_last_epoch(tmp_path, monkeypatch):
+    # A fake clock: every training step takes 3 s. With a 10 s interval and 2 steps an epoch,
+    # model_last.ckpt is written after epoch 1 (12 s) and after the last epoch (epoch 3, 24 s),
+    # not after epochs 0 (6 s) and 2 (6 s after the last write).
     import pytorch_lightning as pl
-    from pytorch_lightning.plugins import AsyncCheckpointIO
 
-    from nanodet.trainer.builders import build_trainer
+    from nanodet.trainer import builders
+
+    clock = [0.0]
+    monkeypatch.setattr(builders.time, "monotonic", lambda: clock[0])
 
     class Line(pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.layer = torch.nn.Linear(64, 64)
+            self.layer = torch.nn.Linear(4, 1)
 
         def training_step(self, batch, batch_idx):
+            clock[0] += 3.0
             return self.layer(batch[0]).square().mean()
 
         def train_dataloader(self):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 64)), batch_size=4)
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    cfg = read_config("cfg/demo.yml", ["device.gpu_ids=-1", "schedule.total_epochs=1"])
-    trainer = build_trainer(cfg, tmp_path, logger=False, enable_progress_bar=False, save_best=False)
-    module = Line()
-    trainer.fit(module)
-    assert isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO)
-    assert read_checkpoint(tmp_path / "model_last.ckpt")["global_step"] == 2  # written by the time fit returns
+    class SeenAtEpochStart(pl.Callback):
+        steps = []
 
-    writer = trainer.strategy.checkpoint_io.checkpoint_io
-    release = threading.Event()
-    save = writer.save_checkpoint
-    writer.save_checkpoint = lambda *args, **kwargs: (release.wait(10), save(*args, **kwargs))
-    before = module.layer.weight.detach().clone()
-    trainer.save_checkpoint(tmp_path / "snapshot.ckpt")
-    with torch.no_grad():
-        module.layer.weight.add_(1.0)  # training goes on while the file is written
-    release.set()
-    trainer.strategy.checkpoint_io.teardown()  # waits for the write
-    assert torch.equal(read_checkpoint(tmp_path / "snapshot.ckpt")["state_dict"]["layer.weight"], before)
+        def on_train_epoch_start(self, trainer, module):
+            last = tmp_path / "model_last.ckpt"
+            self.steps.append(read_checkpoint(last)["global_step"] if last.is_file() else None)
+
+    cfg = read_config("cfg/demo.yml", ["device.gpu_ids=-1", "schedule.total_epochs=4",
+                                       "schedule.checkpoint_interval=10"])
+    seen = SeenAtEpochStart()
+    trainer = builders.build_trainer(cfg, tmp_path, logger=False, enable_progress_bar=False, save_best=False,
+                                     callbacks=[seen])
+    trainer.fit(Line())
+    assert seen.steps == [None, None, 4, 4]
+    assert read_checkpoint(tmp_path / "model_last.ckpt")["global_step"] == 8

@@ -115,6 +115,9 @@ DEFAULTS: dict[str, Any] = {
         "total_epochs": 100,
         "lr_schedule": {"name": "CosineAnnealingLR", "T_max": 100, "eta_min": 0.00005},
         "val_intervals": 10,
+        # model_last.ckpt (for resuming) after an epoch at most every this many seconds, and
+        # after the last epoch; 0: after every epoch
+        "checkpoint_interval": 10,
     },
     "grad_clip": 35,
     "evaluator": {"name": "CocoDetectionEvaluator", "save_key": "mAP"},
@@ -222,6 +225,10 @@ def validate_config(cfg: Mapping, source: str = "config"):
     interval = (cfg.get("log") or {}).get("interval")
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ConfigError(f"{source}: log.interval must be a number of steps >= 1, got {interval!r}")
+    seconds = (cfg.get("schedule") or {}).get("checkpoint_interval")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ConfigError(f"{source}: schedule.checkpoint_interval must be a number of seconds >= 0, "
+                          f"got {seconds!r}")
     from ..trainer.compile import compile_mode  # here: the trainer package imports this module
 
     try:
