@@ -4,6 +4,8 @@ reports every phase of the step; StepTimer's phases add up to the measured steps
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,11 @@ def test_benchmark_runs_real_methods_on_both_paths_and_prints_a_row_each(tmp_pat
         assert result["steps"] == 2 and result["images"] == 4 and result["img_per_s"] > 0
         assert set(result["ms"]) == set(benchmark.PHASES)
         assert all(v >= 0 for v in result["ms"].values()) and result["ms"]["backward"] > 0
+        # at least 2 batches an epoch, so the measured steps 1 and 2 are the epoch's batches 1 and 2
+        assert result["steps_per_epoch"] >= 3 and [p[:2] for p in result["per_step"]] == [[1, 1], [2, 2]]
+        assert sum(p[2] for p in result["per_step"]) == pytest.approx(sum(result["ms"].values()) * 2, rel=1e-3)
+        assert result["step_ms"]["epoch_first_mean"] is None
+        assert result["step_ms"]["median"] <= result["step_ms"]["max"]
     joint, ld = results[0], results[4]
     assert joint["task"] == 0 and ld["task"] == 1
     # LD trains only the neck and head; joint trains everything.

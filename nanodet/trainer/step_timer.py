@@ -27,6 +27,8 @@ class StepTimer(pl.Callback):
         self.skip_steps = skip_steps
         self.cuda = False
         self._marks: list = []  # per measured step: [(phase, mark), ...] from the previous step's end
+        self._positions: list = []  # per measured step: (global step, batch index in its epoch)
+        self._position = None
         self._step_marks: list | None = None
         self._last_end = None
         self._images = 0  # training samples of the measured steps (replayed feature maps count)
@@ -65,6 +67,7 @@ class StepTimer(pl.Callback):
         if not self._marks and self._step_marks is None and self.cuda:
             torch.cuda.reset_peak_memory_stats()
         self._step_marks = [("start", self._last_end), ("data", self._now())]
+        self._position = (trainer.global_step, batch_idx)
         self._images_seen_before = pl_module.images_seen
 
     def on_before_backward(self, trainer, pl_module, loss):
@@ -78,6 +81,7 @@ class StepTimer(pl.Callback):
         if self._step_marks is not None:
             self._step_marks.append(("optimizer", end))
             self._marks.append(self._step_marks)
+            self._positions.append(self._position)
             self._images += pl_module.images_seen - self._images_seen_before
             self._step_marks = None
         self._last_end = end
@@ -107,7 +111,12 @@ class StepTimer(pl.Callback):
                 totals[phase] += elapsed
                 per_step[-1] += elapsed
         steps = len(self._marks)
-        per_step.sort()
+        # Where the slow steps are: the first step of an epoch also pays for the epoch's end
+        # (checkpoint, a new pass of the loader), the others only for themselves.
+        epoch_first = [ms for ms, (_, batch) in zip(per_step, self._positions) if batch == 0]
+        within = [ms for ms, (_, batch) in zip(per_step, self._positions) if batch != 0]
+        per_step_record = [[step, batch, round(ms, 2)] for ms, (step, batch) in zip(per_step, self._positions)]
+        per_step = sorted(per_step)
         ms = {phase: total / steps for phase, total in totals.items()}
         # Each measured step spans the previous step's end to its own, so the phases add up to
         # the wall time of the measured steps, epoch ends (checkpoints, new loaders) included.
@@ -118,7 +127,10 @@ class StepTimer(pl.Callback):
             "img_per_s": self._images / (step_ms * steps / 1000.0),
             "ms": ms,
             "step_ms": {"median": per_step[steps // 2], "p90": per_step[int(0.9 * (steps - 1))],
-                        "max": per_step[-1]},
+                        "max": per_step[-1],
+                        "epoch_first_mean": sum(epoch_first) / len(epoch_first) if epoch_first else None,
+                        "within_epoch_mean": sum(within) / len(within) if within else None},
+            "per_step": per_step_record,  # [global step, batch index in the epoch, ms]
             "peak_gpu_gb": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
             "reserved_gpu_gb": None if self.peak_reserved_bytes is None else self.peak_reserved_bytes / 2**30,
         }
