@@ -81,6 +81,9 @@ def parse_args(argv=None):
     parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar on, as a user's run")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="also profile measured steps with torch.profiler; tables written to DIR")
+    parser.add_argument("--automatic-gc", action="store_true",
+                        help="keep Python's automatic garbage collection on while training (off by "
+                             "default: YoungGarbageCollection in nanodet/trainer/builders.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     add_config_override_arg(parser)
@@ -169,6 +172,7 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
                                       skip=max(1, args.warmup), active=min(args.steps, 10)))
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = build_trainer(cfg, run_dir, device=device, callbacks=callbacks, save_best=False,
+                                automatic_gc=args.automatic_gc,
                                 enable_progress_bar=args.progress_bar, max_steps=max(1, args.warmup) + args.steps)
         trainer.fit(module)
     result = timer.result()
@@ -208,6 +212,10 @@ def main(argv=None):
         for reference in (False, True) if args.reference else (False,):
             results.append(run_method(name, args, reference, device))
             print(row(results[-1]), flush=True)
+            collected = results[-1]["python_gc"]
+            if collected["full_collections"]:
+                print(f"  ({collected['full_collections']} full garbage collections in the measured steps: "
+                      f"{collected['ms']:.0f} ms of Python GC in all)", flush=True)
     if args.reference:
         print()
         for fast, ref in zip(results[::2], results[1::2]):

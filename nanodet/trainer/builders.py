@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import time
 from pathlib import Path
 
@@ -156,22 +157,61 @@ class LastEpochCheckpoint(ModelCheckpoint):
             self._written_at = time.monotonic()
 
 
+class YoungGarbageCollection(pl.Callback):
+    """Python's automatic garbage collection off while a fit trains, and the young generations
+    collected every ``every_n_steps`` steps instead.
+
+    A full collection walks every Python object: about 0.4 M with torch and a data set loaded
+    (0.17 s on this project's CPU machine), twice that once torch.compile has run (0.4-0.75 s).
+    Python starts one on its own at steps nobody chooses, and the GPU waits for the host meanwhile.
+    The objects a training step leaves behind are young, so the young collections still free
+    them; older garbage waits until the fit ends and automatic collection is back.
+    """
+
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = every_n_steps
+        self._was_enabled = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            gc.collect(1)
+
+    def on_train_end(self, trainer, pl_module):
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._restore()
+
+    def _restore(self):
+        if self._was_enabled:
+            gc.enable()
+        self._was_enabled = None
+
+
 def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
                   callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
-                  logger: bool = True, save_best: bool = True, max_steps: int = -1) -> pl.Trainer:
+                  logger: bool = True, save_best: bool = True, max_steps: int = -1,
+                  automatic_gc: bool = False) -> pl.Trainer:
     """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs.
 
     ``save_best`` keeps model_best.ckpt by the validation metric; runs that never validate turn
     it off. model_last.ckpt, for resuming, is written after an epoch (``LastEpochCheckpoint``:
     at most every ``schedule.checkpoint_interval`` seconds, and after the last). ``max_steps`` ends
-    the run early (benchmarks).    """
+    the run early (benchmarks). ``automatic_gc`` keeps Python's own garbage collection on
+    (``YoungGarbageCollection`` says why it is off by default).
+    """
     save_dir = Path(save_dir)
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
     n_devices = devices if isinstance(devices, int) else len(devices)
     last = LastEpochCheckpoint(save_dir, min_interval=cfg.schedule.checkpoint_interval)
     best = ModelCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
                            mode="max", save_top_k=1, enable_version_counter=False)
-    all_callbacks = [last, best, *callbacks] if save_best else [last, *callbacks]
+    all_callbacks = [last, best] if save_best else [last]
+    all_callbacks += [*([] if automatic_gc else [YoungGarbageCollection()]), *callbacks]
     if enable_progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=10))
     return pl.Trainer(

@@ -14,6 +14,7 @@ milliseconds of each phase, the median, 90th percentile and slowest step, and th
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytorch_lightning as pl
@@ -27,7 +28,7 @@ class StepTimer(pl.Callback):
         self.skip_steps = skip_steps
         self.cuda = False
         self._marks: list = []  # per measured step: [(phase, mark), ...] from the previous step's end
-        self._positions: list = []  # per measured step: (global step, batch index in its epoch)
+        self._positions: list = []  # per measured step: (global step, batch index in its epoch, GC ms)
         self._position = None
         self._step_marks: list | None = None
         self._last_end = None
@@ -36,6 +37,13 @@ class StepTimer(pl.Callback):
         self._finished = False
         self.peak_memory_bytes = None
         self.peak_reserved_bytes = None
+        # Python's garbage collector can pause the host for 0.1-0.2 s (a full collection of the
+        # half million objects a data set and Lightning hold): its pauses are timed per step.
+        self._gc_ms = 0.0
+        self._gc_ms_at_last_end = 0.0
+        self._gc_started = None
+        self._gc_full = 0  # full (generation 2) collections
+        self._gc_full_at_last_end = 0
 
     # ------------------------------------------------------------------ marks
     def _now(self):
@@ -53,13 +61,29 @@ class StepTimer(pl.Callback):
     def _elapsed_ms(self, a, b) -> float:
         return a.elapsed_time(b) if self.cuda else 1000.0 * (b - a)
 
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self._gc_ms += 1000.0 * (time.perf_counter() - self._gc_started)
+            self._gc_full += info["generation"] == 2
+
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer, pl_module):
         self.cuda = pl_module.device.type == "cuda"
         pl_module.step_timer = self
+        gc.callbacks.append(self._on_gc)
 
     def on_fit_end(self, trainer, pl_module):
         pl_module.step_timer = None
+        self._remove_gc_callback()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._remove_gc_callback()
+
+    def _remove_gc_callback(self):
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step < self.skip_steps or self._last_end is None:
@@ -81,10 +105,12 @@ class StepTimer(pl.Callback):
         if self._step_marks is not None:
             self._step_marks.append(("optimizer", end))
             self._marks.append(self._step_marks)
-            self._positions.append(self._position)
+            self._positions.append((*self._position, self._gc_ms - self._gc_ms_at_last_end,
+                                    self._gc_full - self._gc_full_at_last_end))
             self._images += pl_module.images_seen - self._images_seen_before
             self._step_marks = None
         self._last_end = end
+        self._gc_ms_at_last_end, self._gc_full_at_last_end = self._gc_ms, self._gc_full
 
     def on_train_end(self, trainer, pl_module):
         if self.cuda:
@@ -113,9 +139,10 @@ class StepTimer(pl.Callback):
         steps = len(self._marks)
         # Where the slow steps are: the first step of an epoch also pays for the epoch's end
         # (checkpoint, a new pass of the loader), the others only for themselves.
-        epoch_first = [ms for ms, (_, batch) in zip(per_step, self._positions) if batch == 0]
-        within = [ms for ms, (_, batch) in zip(per_step, self._positions) if batch != 0]
-        per_step_record = [[step, batch, round(ms, 2)] for ms, (step, batch) in zip(per_step, self._positions)]
+        epoch_first = [ms for ms, (_, batch, *_) in zip(per_step, self._positions) if batch == 0]
+        within = [ms for ms, (_, batch, *_) in zip(per_step, self._positions) if batch != 0]
+        per_step_record = [[step, batch, round(ms, 2), round(gc_ms, 2)]
+                           for ms, (step, batch, gc_ms, _) in zip(per_step, self._positions)]
         per_step = sorted(per_step)
         ms = {phase: total / steps for phase, total in totals.items()}
         # Each measured step spans the previous step's end to its own, so the phases add up to
@@ -130,7 +157,9 @@ class StepTimer(pl.Callback):
                         "max": per_step[-1],
                         "epoch_first_mean": sum(epoch_first) / len(epoch_first) if epoch_first else None,
                         "within_epoch_mean": sum(within) / len(within) if within else None},
-            "per_step": per_step_record,  # [global step, batch index in the epoch, ms]
+            "per_step": per_step_record,  # [global step, batch index in the epoch, ms, of which Python GC ms]
+            "python_gc": {"ms": sum(p[2] for p in self._positions),
+                          "full_collections": sum(p[3] for p in self._positions)},
             "peak_gpu_gb": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
             "reserved_gpu_gb": None if self.peak_reserved_bytes is None else self.peak_reserved_bytes / 2**30,
         }
