@@ -37,8 +37,8 @@ class StepTimer(pl.Callback):
         self._finished = False
         self.peak_memory_bytes = None
         self.peak_reserved_bytes = None
-        # Python's garbage collector can pause the host for 0.1-0.2 s (a full collection of the
-        # half million objects a data set and Lightning hold): its pauses are timed per step.
+        # A full collection by Python's garbage collector can pause the host for 0.1 s or more
+        # (it walks every object: torch, the data set, compiled code): its pauses are timed per step.
         self._gc_ms = 0.0
         self._gc_ms_at_last_end = 0.0
         self._gc_started = None
