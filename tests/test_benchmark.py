@@ -47,35 +47,16 @@ def test_benchmark_runs_real_methods_on_both_paths_and_prints_a_row_each(tmp_pat
 def test_step_timer_times_each_step_and_the_garbage_collections_inside_it():
     import gc
 
-    import pytorch_lightning as pl
-    import torch
+    from fixtures_lightning import TinyModule, bare_trainer
 
     from nanodet.trainer.step_timer import StepTimer
 
-    class Line(pl.LightningModule):
-        step_timer = None
-
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-            self.images_seen = 0
-
-        def training_step(self, batch, batch_idx):
-            self.images_seen += len(batch[0])
-            if self.global_step == 3:
-                gc.collect()  # a full collection inside the third measured step
-            return self.layer(batch[0]).square().mean()
-
-        def train_dataloader(self):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 4)), batch_size=4)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    def collect_in_the_third_measured_step(module):
+        if module.global_step == 3:
+            gc.collect()  # a full collection
 
     timer = StepTimer(skip_steps=1)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
-    trainer.fit(Line())
+    bare_trainer([timer], max_steps=6).fit(TinyModule(images=12, on_step=collect_in_the_third_measured_step))
     result = timer.result()
     assert timer._on_gc not in gc.callbacks  # removed when the fit ends
     # 3 batches an epoch: measured steps 1..5 are batches 1, 2, 0, 1, 2

@@ -11,6 +11,7 @@ from nanodet.model.arch import build_model
 from nanodet.trainer.builders import resolve_devices, resolve_precision
 from nanodet.trainer.task import warmup_factor
 from nanodet.util import CfgNode, CheckpointError, load_model_weight, read_checkpoint, read_config
+from fixtures_lightning import TinyModule, bare_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,20 +197,8 @@ def test_last_checkpoint_waits_for_its_interval_and_always_follows_the_last_epoc
     clock = [0.0]
     monkeypatch.setattr(builders.time, "monotonic", lambda: clock[0])
 
-    class Line(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            clock[0] += 3.0
-            return self.layer(batch[0]).square().mean()
-
-        def train_dataloader(self):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    def three_seconds(module):
+        clock[0] += 3.0
 
     class SeenAtEpochStart(pl.Callback):
         steps = []
@@ -223,17 +212,15 @@ def test_last_checkpoint_waits_for_its_interval_and_always_follows_the_last_epoc
     seen = SeenAtEpochStart()
     trainer = builders.build_trainer(cfg, tmp_path, logger=False, enable_progress_bar=False, save_best=False,
                                      callbacks=[seen])
-    trainer.fit(Line())
+    trainer.fit(TinyModule(images=8, on_step=three_seconds))
     assert seen.steps == [None, None, 4, 4]
     assert read_checkpoint(tmp_path / "model_last.ckpt")["global_step"] == 8
 
 
-def test_automatic_garbage_collection_is_off_while_training_and_back_after(tmp_path):
+def test_automatic_garbage_collection_is_off_while_training_and_back_after():
     # During the fit only young collections run, every second step here; Python's automatic
     # collection comes back when the fit ends, and when it fails.
     import gc
-
-    import pytorch_lightning as pl
 
     from nanodet.trainer.builders import YoungGarbageCollection
 
@@ -243,41 +230,24 @@ def test_automatic_garbage_collection_is_off_while_training_and_back_after(tmp_p
         if phase == "stop" and not gc.isenabled():  # collections while automatic collection is off
             collections.append(info["generation"])
 
-    class Line(pl.LightningModule):
-        def __init__(self, fail_at=None):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-            self.fail_at, self.enabled = fail_at, []
+    enabled = []
 
-        def training_step(self, batch, batch_idx):
-            self.enabled.append(gc.isenabled())
-            if self.global_step == self.fail_at:
-                raise RuntimeError("a step failed")
-            return self.layer(batch[0]).square().mean()
+    def record(module):
+        enabled.append(gc.isenabled())
 
-        def train_dataloader(self):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 4)), batch_size=4)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def fit(module):
-        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False,
-                             callbacks=[YoungGarbageCollection(every_n_steps=2)])
-        trainer.fit(module)
+    def fail(module):
+        raise RuntimeError("a step failed")
 
     assert gc.isenabled()
-    module = Line()
     gc.callbacks.append(count)
     try:
-        fit(module)
+        bare_trainer([YoungGarbageCollection(every_n_steps=2)], max_epochs=1).fit(
+            TinyModule(images=16, on_step=record))
     finally:
         gc.callbacks.remove(count)
-    assert module.enabled == [False] * 4 and gc.isenabled()
+    assert enabled == [False] * 4 and gc.isenabled()
     assert collections == [1, 1]  # after steps 2 and 4, young generations only
 
-    failing = Line(fail_at=1)
     with pytest.raises(RuntimeError, match="a step failed"):
-        fit(failing)
-    assert failing.enabled == [False, False] and gc.isenabled()
+        bare_trainer([YoungGarbageCollection()], max_epochs=1).fit(TinyModule(on_step=fail))
+    assert gc.isenabled()
