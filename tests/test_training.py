@@ -217,37 +217,41 @@ def test_last_checkpoint_waits_for_its_interval_and_always_follows_the_last_epoc
     assert read_checkpoint(tmp_path / "model_last.ckpt")["global_step"] == 8
 
 
-def test_automatic_garbage_collection_is_off_while_training_and_back_after():
-    # During the fit only young collections run, every second step here; Python's automatic
-    # collection comes back when the fit ends, and when it fails.
+def test_objects_alive_after_the_first_steps_are_frozen_until_the_fit_ends():
+    # One full collection after step 2, then gc.freeze(): later steps see the frozen objects out
+    # of the collector's sight, and automatic collection stays on; the fit's end, and a failure,
+    # unfreeze them.
     import gc
 
-    from nanodet.trainer.builders import YoungGarbageCollection
+    from nanodet.trainer.builders import FreezeLongLivedObjects
 
-    collections = []
+    seen = []  # per step: (frozen objects, automatic collection on, full collections so far)
+    full_collections = [0]
 
     def count(phase, info):
-        if phase == "stop" and not gc.isenabled():  # collections while automatic collection is off
-            collections.append(info["generation"])
-
-    enabled = []
+        if phase == "stop" and info["generation"] == 2:
+            full_collections[0] += 1
 
     def record(module):
-        enabled.append(gc.isenabled())
+        seen.append((gc.get_freeze_count(), gc.isenabled(), full_collections[0]))
 
     def fail(module):
-        raise RuntimeError("a step failed")
+        if module.global_step == 3:
+            raise RuntimeError("a step failed")
 
-    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    freeze = FreezeLongLivedObjects(after_steps=2)
     gc.callbacks.append(count)
     try:
-        bare_trainer([YoungGarbageCollection(every_n_steps=2)], max_epochs=1).fit(
-            TinyModule(images=16, on_step=record))
+        bare_trainer([freeze], max_epochs=1).fit(TinyModule(images=16, on_step=record))
     finally:
         gc.callbacks.remove(count)
-    assert enabled == [False] * 4 and gc.isenabled()
-    assert collections == [1, 1]  # after steps 2 and 4, young generations only
+    assert [frozen > 0 for frozen, _, _ in seen] == [False, False, True, True]
+    assert all(enabled for _, enabled, _ in seen)
+    assert seen[2][2] - seen[1][2] >= 1  # the collection before the freeze ran between steps 2 and 3
+    assert freeze.frozen_objects >= seen[2][0] and freeze.collect_seconds > 0  # frozen objects may die
+    assert gc.get_freeze_count() == 0  # unfrozen when the fit ended
 
     with pytest.raises(RuntimeError, match="a step failed"):
-        bare_trainer([YoungGarbageCollection()], max_epochs=1).fit(TinyModule(on_step=fail))
-    assert gc.isenabled()
+        bare_trainer([FreezeLongLivedObjects(after_steps=2)], max_epochs=1).fit(TinyModule(images=16, on_step=fail))
+    assert gc.get_freeze_count() == 0

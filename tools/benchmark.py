@@ -30,7 +30,6 @@ smaller one with ``--train-images``).
 """
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -45,11 +44,12 @@ from nanodet.continual.methods import METHODS, TaskContext, build_method  # noqa
 from nanodet.continual.scenario import parse_scenario  # noqa: E402
 from nanodet.continual.task import ContinualTask  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer.builders import build_trainer  # noqa: E402
+from nanodet.trainer.builders import FreezeLongLivedObjects, build_trainer  # noqa: E402
 from nanodet.trainer.compile import compile_mode  # noqa: E402
 from nanodet.trainer.step_timer import PHASES, StepTimer  # noqa: E402
 from nanodet.util.cli import add_config_override_arg  # noqa: E402
 from nanodet.util.config import read_config  # noqa: E402
+from nanodet.util.io import atomic_write_json  # noqa: E402
 
 HEADER = ("| method | path | batch | precision | channels_last | compile | img/s | "
           + " | ".join(f"{p} ms" for p in PHASES) + " | median / max step ms | peak GPU GB | reserved GPU GB | device |")
@@ -65,6 +65,8 @@ def parse_args(argv=None):
                         help="also add the teacher's pseudo-labels (methods with a teacher step)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="measured steps")
+    parser.add_argument("--reference-steps", type=int, default=None,
+                        help="measured steps of the reference path (default: --steps; it is 10x slower)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (at least 1)")
     parser.add_argument("--precision", choices=("bf16", "32"), default="32")
     parser.add_argument("--channels-last", action="store_true")
@@ -81,9 +83,10 @@ def parse_args(argv=None):
     parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar on, as a user's run")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="also profile measured steps with torch.profiler; tables written to DIR")
-    parser.add_argument("--automatic-gc", action="store_true",
-                        help="keep Python's automatic garbage collection on while training (off by "
-                             "default: YoungGarbageCollection in nanodet/trainer/builders.py)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="leave Python's garbage collector as it is, for comparison (by default the "
+                             "objects alive after the first steps are frozen: FreezeLongLivedObjects in "
+                             "nanodet/trainer/builders.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     add_config_override_arg(parser)
@@ -170,12 +173,14 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
     if args.profile:
         callbacks.append(ProfileSteps(Path(args.profile) / f"{name}_{'reference' if reference else 'fast'}.txt",
                                       skip=max(1, args.warmup), active=min(args.steps, 10)))
+    steps = args.reference_steps if reference and args.reference_steps else args.steps
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = build_trainer(cfg, run_dir, device=device, callbacks=callbacks, save_best=False,
-                                automatic_gc=args.automatic_gc,
-                                enable_progress_bar=args.progress_bar, max_steps=max(1, args.warmup) + args.steps)
+                                freeze_gc=not args.no_gc_freeze,
+                                enable_progress_bar=args.progress_bar, max_steps=max(1, args.warmup) + steps)
         trainer.fit(module)
     result = timer.result()
+    freeze = next((c for c in trainer.callbacks if isinstance(c, FreezeLongLivedObjects)), None)
     on_gpu = torch.device(device).type == "cuda"
     return {
         "method": name + ("+pseudo_labels" if options else ""), "path": "reference" if reference else "fast",
@@ -185,6 +190,9 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
         "compile": compile_mode(cfg.device.compile),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         **result,
+        # the one collection before the freeze, in the warm-up (None: not frozen)
+        "gc_freeze": None if freeze is None else {"objects": freeze.frozen_objects,
+                                                  "collect_ms": 1000.0 * freeze.collect_seconds},
         "device": torch.cuda.get_device_name(torch.device(device)) if on_gpu else "cpu",
     }
 
@@ -200,6 +208,25 @@ def row(result):
             + f" | {result['step_ms']['median']:.1f} / {result['step_ms']['max']:.1f} | {peak} | {reserved} | {result['device']} |")
 
 
+def print_slow_steps(result, factor: float = 1.5):
+    """The steps that took more than ``factor`` times the median, and where they were."""
+    if result.get("gc_freeze"):
+        print(f"  (warm-up: one collection of {result['gc_freeze']['collect_ms']:.0f} ms, then "
+              f"{result['gc_freeze']['objects']:,} objects frozen)", flush=True)
+    collected = result["python_gc"]
+    if collected["full_collections"]:
+        print(f"  ({collected['full_collections']} full garbage collections in the measured steps: "
+              f"{collected['ms']:.0f} ms of Python GC in all)", flush=True)
+    median = result["step_ms"]["median"]
+    slow = [s for s in result["per_step"] if s[2] > factor * median]
+    if slow:
+        extra = sum(s[2] - median for s in slow)
+        print(f"  {len(slow)} of {result['steps']} steps over {factor:g}x the median ({median:.1f} ms), "
+              f"{extra:.0f} ms beyond it in all: "
+              + ", ".join(f"step {s[0]} (batch {s[1]}) {s[2]:.0f} ms, host {s[4]:.0f}, GC {s[3]:.0f}"
+                          for s in slow[:12]), flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -212,16 +239,13 @@ def main(argv=None):
         for reference in (False, True) if args.reference else (False,):
             results.append(run_method(name, args, reference, device))
             print(row(results[-1]), flush=True)
-            collected = results[-1]["python_gc"]
-            if collected["full_collections"]:
-                print(f"  ({collected['full_collections']} full garbage collections in the measured steps: "
-                      f"{collected['ms']:.0f} ms of Python GC in all)", flush=True)
+            print_slow_steps(results[-1])
+            if args.json:  # after every run, so a long benchmark cut short keeps what it measured
+                atomic_write_json(args.json, results)
     if args.reference:
         print()
         for fast, ref in zip(results[::2], results[1::2]):
             print(f"{fast['method']}: fast / reference = {fast['img_per_s'] / ref['img_per_s']:.1f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
     return results
 
 

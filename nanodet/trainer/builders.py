@@ -157,52 +157,62 @@ class LastEpochCheckpoint(ModelCheckpoint):
             self._written_at = time.monotonic()
 
 
-class YoungGarbageCollection(pl.Callback):
-    """Python's automatic garbage collection off while a fit trains, and the young generations
-    collected every ``every_n_steps`` steps instead.
+class FreezeLongLivedObjects(pl.Callback):
+    """Keep Python's full garbage collections short while a fit trains: after its first
+    ``after_steps`` steps, one collection, then ``gc.freeze()``.
 
-    A full collection walks every Python object: about 0.4 M with torch and a data set loaded
-    (0.17 s on this project's CPU machine), twice that once torch.compile has run (0.4-0.75 s).
-    Python starts one on its own at steps nobody chooses, and the GPU waits for the host meanwhile.
-    The objects a training step leaves behind are young, so the young collections still free
-    them; older garbage waits until the fit ends and automatic collection is back.
+    A full collection walks every tracked object: about 0.4 M with torch and a data set loaded
+    (0.17 s on this project's CPU machine), and far more once torch.compile and CUDA graphs have
+    run (a collection after compiling took 1.5 s on an H200's host), while the GPU waits. What
+    exists after the first steps (compiled code, graphs, caches) lives as long as the fit, so it
+    is collected once and frozen: later collections, automatic as usual, walk only what training
+    creates. The fit's end, or failure, unfreezes it, so what a fit leaves behind (a teacher's
+    compiled code) can be collected. Turning automatic collection off instead only postpones the
+    walk: the first collection then paid for everything at once (docs/benchmark.md).
     """
 
-    def __init__(self, every_n_steps: int = 50):
-        self.every_n_steps = every_n_steps
-        self._was_enabled = None
+    def __init__(self, after_steps: int = 3):
+        self.after_steps = after_steps
+        self.froze = False
+        self.frozen_objects = 0  # how many objects the freeze took out of the collector's sight
+        self.collect_seconds = 0.0  # the one collection before it
+        self._steps = 0
 
     def on_train_start(self, trainer, pl_module):
-        self._was_enabled = gc.isenabled()
-        gc.disable()
+        self._steps = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % self.every_n_steps == 0:
-            gc.collect(1)
+        self._steps += 1  # counted per fit, so a resumed fit freezes after its own first steps
+        if self._steps == self.after_steps and not self.froze:
+            started = time.perf_counter()
+            gc.collect()
+            self.collect_seconds = time.perf_counter() - started
+            gc.freeze()
+            self.froze, self.frozen_objects = True, gc.get_freeze_count()
 
     def on_train_end(self, trainer, pl_module):
-        self._restore()
+        self._unfreeze()
 
     def on_exception(self, trainer, pl_module, exception):
-        self._restore()
+        self._unfreeze()
 
-    def _restore(self):
-        if self._was_enabled:
-            gc.enable()
-        self._was_enabled = None
+    def _unfreeze(self):
+        if self.froze:
+            gc.unfreeze()
+        self.froze = False
 
 
 def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
                   callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
                   logger: bool = True, save_best: bool = True, max_steps: int = -1,
-                  automatic_gc: bool = False) -> pl.Trainer:
+                  freeze_gc: bool = True) -> pl.Trainer:
     """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs.
 
     ``save_best`` keeps model_best.ckpt by the validation metric; runs that never validate turn
     it off. model_last.ckpt, for resuming, is written after an epoch (``LastEpochCheckpoint``:
     at most every ``schedule.checkpoint_interval`` seconds, and after the last). ``max_steps`` ends
-    the run early (benchmarks). ``automatic_gc`` keeps Python's own garbage collection on
-    (``YoungGarbageCollection`` says why it is off by default).
+    the run early (benchmarks). ``freeze_gc`` freezes the objects that exist after the first
+    steps, so Python's full collections stay short (``FreezeLongLivedObjects`` says why).
     """
     save_dir = Path(save_dir)
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
@@ -211,7 +221,7 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
     best = ModelCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
                            mode="max", save_top_k=1, enable_version_counter=False)
     all_callbacks = [last, best] if save_best else [last]
-    all_callbacks += [*([] if automatic_gc else [YoungGarbageCollection()]), *callbacks]
+    all_callbacks += [*([FreezeLongLivedObjects()] if freeze_gc else []), *callbacks]
     if enable_progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=10))
     return pl.Trainer(

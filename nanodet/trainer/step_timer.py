@@ -28,10 +28,12 @@ class StepTimer(pl.Callback):
         self.skip_steps = skip_steps
         self.cuda = False
         self._marks: list = []  # per measured step: [(phase, mark), ...] from the previous step's end
-        self._positions: list = []  # per measured step: (global step, batch index in its epoch, GC ms)
+        self._positions: list = []  # per measured step: (global step, batch index in its epoch,
+        # GC ms, full collections, host wall ms)
         self._position = None
         self._step_marks: list | None = None
         self._last_end = None
+        self._host_last_end = None  # the wall clock at the previous step's end
         self._images = 0  # training samples of the measured steps (replayed feature maps count)
         self._images_seen_before = 0
         self._finished = False
@@ -101,15 +103,18 @@ class StepTimer(pl.Callback):
         self.mark("backward")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        end = self._now()
+        end, host_end = self._now(), time.perf_counter()
         if self._step_marks is not None:
             self._step_marks.append(("optimizer", end))
             self._marks.append(self._step_marks)
+            # The host's own time for the step, beside the device's: where the two differ, one
+            # waited for the other (a host pause shows here first, a GPU stall in the events).
             self._positions.append((*self._position, self._gc_ms - self._gc_ms_at_last_end,
-                                    self._gc_full - self._gc_full_at_last_end))
+                                    self._gc_full - self._gc_full_at_last_end,
+                                    1000.0 * (host_end - self._host_last_end)))
             self._images += pl_module.images_seen - self._images_seen_before
             self._step_marks = None
-        self._last_end = end
+        self._last_end, self._host_last_end = end, host_end
         self._gc_ms_at_last_end, self._gc_full_at_last_end = self._gc_ms, self._gc_full
 
     def on_train_end(self, trainer, pl_module):
@@ -141,8 +146,8 @@ class StepTimer(pl.Callback):
         # (checkpoint, a new pass of the loader), the others only for themselves.
         epoch_first = [ms for ms, (_, batch, *_) in zip(per_step, self._positions) if batch == 0]
         within = [ms for ms, (_, batch, *_) in zip(per_step, self._positions) if batch != 0]
-        per_step_record = [[step, batch, round(ms, 2), round(gc_ms, 2)]
-                           for ms, (step, batch, gc_ms, _) in zip(per_step, self._positions)]
+        per_step_record = [[step, batch, round(ms, 2), round(gc_ms, 2), round(host_ms, 2)]
+                           for ms, (step, batch, gc_ms, _, host_ms) in zip(per_step, self._positions)]
         per_step = sorted(per_step)
         ms = {phase: total / steps for phase, total in totals.items()}
         # Each measured step spans the previous step's end to its own, so the phases add up to
@@ -157,7 +162,8 @@ class StepTimer(pl.Callback):
                         "max": per_step[-1],
                         "epoch_first_mean": sum(epoch_first) / len(epoch_first) if epoch_first else None,
                         "within_epoch_mean": sum(within) / len(within) if within else None},
-            "per_step": per_step_record,  # [global step, batch index in the epoch, ms, of which Python GC ms]
+            # [global step, batch index in the epoch, ms, of which Python GC ms, the host's wall ms]
+            "per_step": per_step_record,
             "python_gc": {"ms": sum(p[2] for p in self._positions),
                           "full_collections": sum(p[3] for p in self._positions)},
             "peak_gpu_gb": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
