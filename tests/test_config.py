@@ -136,6 +136,7 @@ def test_nodes_deepcopy_and_convert_back_to_plain_dicts():
     ("log.interval=ten", r"log\.interval must be a number of steps >= 1, got 'ten'"),
     ("schedule.checkpoint_interval=-1", r"schedule\.checkpoint_interval must be a number of seconds >= 0, got -1"),
     ("device.compile=fast", r"device\.compile: expected false, true or one of .*got 'fast'"),
+    ("device.gpu_augment=sometimes", r"device\.gpu_augment must be true, false or always, got 'sometimes'"),
 ])
 def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override, message):
     with pytest.raises(ConfigError, match=message) as err:

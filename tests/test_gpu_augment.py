@@ -240,3 +240,15 @@ def test_head_loss_reads_the_augmented_batchs_padded_gt(synthetic_data):
     expected, expected_states = head.loss(preds, as_lists)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert states["loss_bbox"].item() > 0
+
+
+def test_the_loader_follows_gpu_augment_on_a_cpu(coco_train):
+    # true falls back to the CPU pipeline on a CPU (configs stay portable); always takes the batch
+    # augmentation there too, for comparing both paths' training on a CPU.
+    from nanodet.trainer.builders import build_train_loader
+    from nanodet.util.config import read_config
+
+    for value, expected in (("false", torch.utils.data.DataLoader), ("true", torch.utils.data.DataLoader),
+                            ("always", GpuBatchLoader)):
+        cfg = read_config("cfg/demo.yml", [f"device.gpu_augment={value}", "device.workers_per_gpu=0"])
+        assert isinstance(build_train_loader(coco_train, cfg, torch.device("cpu"), batch_size=4), expected)

@@ -110,10 +110,12 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
                        batch_sampler=None):
     """The training batches: augmented on the GPU when ``device.gpu_augment`` is on and the
     device is a GPU (images decoded once, kept as uint8 on the GPU, warped and coloured there in
-    batch), otherwise the CPU pipeline in DataLoader workers. ``batch_sampler`` (lists of dataset
-    indices) replaces the shuffled order on either path."""
+    batch), otherwise the CPU pipeline in DataLoader workers. ``gpu_augment: always`` takes the
+    batch augmentation on a CPU too, to check on one that both paths train alike. ``batch_sampler``
+    (lists of dataset indices) replaces the shuffled order on either path."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
-    if not (cfg.device.get("gpu_augment") and torch.device(device).type == "cuda"):
+    gpu_augment = cfg.device.get("gpu_augment")
+    if not (gpu_augment == "always" or (gpu_augment and torch.device(device).type == "cuda")):
         return build_dataloader(dataset, cfg, train=True, batch_size=batch_size, batch_sampler=batch_sampler)
     from ..data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader
 

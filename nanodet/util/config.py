@@ -103,7 +103,9 @@ DEFAULTS: dict[str, Any] = {
         "workers_per_gpu": 4,
         "batchsize_per_gpu": 32,
         "precision": 32,
-        "gpu_augment": False,  # augment training batches on the GPU (issue 7's fast path)
+        # augment training batches on the GPU (issue 7's fast path); on a CPU, true falls back
+        # to the CPU pipeline and "always" runs the batch augmentation there too (for checks)
+        "gpu_augment": False,
         "channels_last": False,  # channels-last memory format for the model and its inputs
         "compile": False,  # torch.compile the network while training: true or a mode (nanodet/trainer/compile.py)
     },
@@ -229,6 +231,9 @@ def validate_config(cfg: Mapping, source: str = "config"):
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
         raise ConfigError(f"{source}: schedule.checkpoint_interval must be a number of seconds >= 0, "
                           f"got {seconds!r}")
+    gpu_augment = (cfg.get("device") or {}).get("gpu_augment")
+    if gpu_augment not in (True, False, "always"):
+        raise ConfigError(f"{source}: device.gpu_augment must be true, false or always, got {gpu_augment!r}")
     from ..trainer.compile import compile_mode  # here: the trainer package imports this module
 
     try:
