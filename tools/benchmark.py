@@ -67,7 +67,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="measured steps")
     parser.add_argument("--reference-steps", type=int, default=None,
                         help="measured steps of the reference path (default: --steps; it is 10x slower)")
-    parser.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (at least 1)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="unmeasured steps first (at least 1; 3 or more keeps the one garbage collection "
+                             "before the GC freeze, after step 3, out of the measured steps)")
     parser.add_argument("--precision", choices=("bf16", "32"), default="32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", default="false", metavar="MODE",
@@ -191,8 +193,8 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         **result,
         # the one collection before the freeze, in the warm-up (None: not frozen)
-        "gc_freeze": None if freeze is None else {"objects": freeze.frozen_objects,
-                                                  "collect_ms": 1000.0 * freeze.collect_seconds},
+        "gc_freeze": None if freeze is None or not freeze.frozen_objects else {
+            "objects": freeze.frozen_objects, "collect_ms": 1000.0 * freeze.collect_seconds},
         "device": torch.cuda.get_device_name(torch.device(device)) if on_gpu else "cpu",
     }
 
@@ -208,8 +210,9 @@ def row(result):
             + f" | {result['step_ms']['median']:.1f} / {result['step_ms']['max']:.1f} | {peak} | {reserved} | {result['device']} |")
 
 
-def print_slow_steps(result, factor: float = 1.5):
-    """The steps that took more than ``factor`` times the median, and where they were."""
+def print_gc_and_slow_steps(result, factor: float = 1.5):
+    """The collection before the GC freeze, collections in measured steps, and the steps that took
+    more than ``factor`` times the median, with where they were."""
     if result.get("gc_freeze"):
         print(f"  (warm-up: one collection of {result['gc_freeze']['collect_ms']:.0f} ms, then "
               f"{result['gc_freeze']['objects']:,} objects frozen)", flush=True)
@@ -239,7 +242,7 @@ def main(argv=None):
         for reference in (False, True) if args.reference else (False,):
             results.append(run_method(name, args, reference, device))
             print(row(results[-1]), flush=True)
-            print_slow_steps(results[-1])
+            print_gc_and_slow_steps(results[-1])
             if args.json:  # after every run, so a long benchmark cut short keeps what it measured
                 atomic_write_json(args.json, results)
     if args.reference:
