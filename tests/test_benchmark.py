@@ -83,3 +83,8 @@ def test_slow_steps_are_named_with_their_place_host_time_and_gc(capsys):
     assert "one collection of 800 ms, then 1,000 objects frozen" in out
     assert "1 of 20 steps over 1.5x the median (50.0 ms), 110 ms beyond it" in out
     assert "step 17 (batch 0) 160 ms, host 161, GC 2" in out
+
+
+def test_a_reference_step_count_below_one_is_refused():
+    with pytest.raises(SystemExit, match="--reference-steps must be at least 1, got 0"):
+        load_benchmark().main(["--cfg", str(ROOT / "cfg" / "demo.yml"), "--reference-steps", "0"])

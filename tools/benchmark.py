@@ -235,6 +235,8 @@ def main(argv=None):
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")
+    if args.reference_steps is not None and args.reference_steps < 1:
+        raise SystemExit(f"--reference-steps must be at least 1, got {args.reference_steps}")
     print(HEADER)
     print("|" + "---|" * (HEADER.count(" | ") + 1))
     results = []

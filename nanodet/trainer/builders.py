@@ -185,7 +185,7 @@ class FreezeLongLivedObjects(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._steps += 1  # counted per fit, so a resumed fit freezes after its own first steps
-        if self._steps == self.after_steps and not self.froze:
+        if self._steps == self.after_steps:
             started = time.perf_counter()
             gc.collect()
             self.collect_seconds = time.perf_counter() - started
