@@ -75,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--compile", default="false", metavar="MODE",
                         help="device.compile for the fast path: false, true or a torch.compile mode "
                              "(compilation happens in the unmeasured --warmup steps: give it 3 or more)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="device.cuda_graph for the fast path: the whole step as one CUDA graph")
     parser.add_argument("--reference", action="store_true",
                         help="also run upstream's path (CPU pipeline in DataLoader workers, per-image assigner)")
     parser.add_argument("--data", default=None, help="folder of the synthetic set (default: the config's root)")
@@ -106,6 +108,8 @@ def benchmark_config(args, reference: bool):
         f"model.arch.head.batched_assign={str(not reference).lower()}",
         "schedule.val_intervals=1000000",
     ]
+    if reference or args.cuda_graph:
+        overrides.append(f"device.cuda_graph={str(not reference).lower()}")
     if args.workers is not None:
         overrides.append(f"device.workers_per_gpu={args.workers}")
     for split in ("train", "val"):
@@ -190,6 +194,7 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
         "steps_per_epoch": trainer.num_training_batches,
         "batch": args.batch_size, "precision": args.precision, "channels_last": args.channels_last,
         "compile": compile_mode(cfg.device.compile),
+        "cuda_graph": not module.automatic_optimization if module._trainer is not None else False,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         **result,
         # the one collection before the freeze, in the warm-up (None: not frozen)

@@ -46,9 +46,9 @@ class ContinualTask(TrainingTask):
 
     def compute_loss(self, batch):
         method, context = self.method, self.context
-        images = len(batch["gt_labels"])
+        images = batch["img"].shape[0]
         student, batch = method.forward_student(context, self.model, batch)
-        self.images_seen += len(batch["gt_labels"]) - images  # samples a method adds (Latent Replay's)
+        self.images_seen += student.preds.shape[0] - images  # samples a method adds (Latent Replay's)
         teacher = method.forward_teacher(batch["img"], student)  # once, shared by every term
         self.mark_phase("forward")
         batch = method.add_pseudo_labels(context, self.model, batch, teacher)
@@ -62,8 +62,12 @@ class ContinualTask(TrainingTask):
     def train_dataloader(self):
         return self.method.train_dataloader(self.context, self.cfg, self.device)
 
+    def step_capturable(self) -> bool:
+        return super().step_capturable() and self.method.step_capturable()
+
     # Training time survives an interruption: it is carried in the epoch checkpoints.
     def on_train_start(self):
+        super().on_train_start()
         self.train()  # Lightning 2.x leaves modes as they are: put frozen parts in eval here
         self._clock_start = time.perf_counter()
 

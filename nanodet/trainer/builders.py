@@ -235,7 +235,8 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
         max_epochs=max_epochs or cfg.schedule.total_epochs,
         max_steps=max_steps,
         check_val_every_n_epoch=val_every_n_epochs or cfg.schedule.val_intervals,
-        gradient_clip_val=cfg.grad_clip or None,
+        # No gradient_clip_val: TrainingTask clips with cfg.grad_clip itself (a captured step
+        # inside its graph), because Lightning refuses one under manual optimization.
         log_every_n_steps=cfg.log.interval,
         num_sanity_val_steps=0,
         callbacks=all_callbacks,

@@ -37,6 +37,12 @@ def compile_mode(value) -> str | None:
     raise ValueError(f"device.compile: expected false, true or one of {', '.join(MODES)}; got {value!r}")
 
 
+def graph_free_mode(mode: str) -> str:
+    """The mode to compile with inside a captured step (``device.cuda_graph``), which is a CUDA
+    graph already: torch.compile's own graphs cannot be captured inside another."""
+    return {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
+
+
 def compile_detector(model: torch.nn.Module, mode: str, backend="inductor") -> list[torch.nn.Module]:
     """Compile ``model``'s backbone, neck and head in place (those it has); returns them, for
     ``restore``. ``backend`` other than inductor is for tests (torch.compile's modes are

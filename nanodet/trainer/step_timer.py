@@ -20,7 +20,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
-PHASES = ("data", "forward", "assign_loss", "logging", "backward", "optimizer")
+# "captured_step": the whole step as one CUDA graph (device.cuda_graph), whose phases are not split.
+PHASES = ("data", "forward", "assign_loss", "captured_step", "logging", "backward", "optimizer")
 
 
 class StepTimer(pl.Callback):

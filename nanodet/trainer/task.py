@@ -22,6 +22,7 @@ from ..model.weight_averager import build_weight_averager
 from ..util.check_point import save_model_state
 from . import compile as compiling
 from .builders import build_train_loader
+from .captured_step import CapturedTrainingStep, capturable_optimizer_options, lr_as_tensors, set_learning_rates
 from ..util.io import atomic_write_json
 from ..util.logger import get_logger
 
@@ -83,6 +84,39 @@ class TrainingTask(pl.LightningModule):
         self.images_seen = 0  # training images (augmented samples) processed, for throughput
         self.compile_mode = compiling.compile_mode(cfg.device.get("compile"))
         self._compiled_parts = []  # restored to plain modules when the fit ends
+        self.captured_step: CapturedTrainingStep | None = None  # device.cuda_graph, made at fit start
+        self._captures_for = None  # (trainer id, whether its fits capture the step)
+        self._scheduled_lr: list[float] = []  # the schedule's learning rates, before the warm-up factor
+
+    # ------------------------------------------------------------ optimization mode
+    def step_capturable(self) -> bool:
+        """Whether this module's training step can be one CUDA graph (subclasses say when not)."""
+        return getattr(self.model, "aux_head", None) is None and self.weight_averager is None
+
+    def _captures_step(self) -> bool:
+        """``device.cuda_graph`` applies: on one CUDA device (or anywhere with ``always``, where a
+        CPU runs the same static steps eagerly), without fp16 loss scaling, for a capturable step.
+        Decided once per Trainer (Lightning asks at every batch)."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        if self._captures_for is None or self._captures_for[0] != id(trainer):
+            setting = self.cfg.device.get("cuda_graph")
+            on_device = setting == "always" or (setting and trainer.strategy.root_device.type == "cuda")
+            captures = (bool(on_device) and trainer.world_size == 1 and trainer.precision != "16-mixed"
+                        and self.step_capturable())
+            self._captures_for = (id(trainer), captures)
+        return self._captures_for[1]
+
+    @property
+    def automatic_optimization(self) -> bool:
+        # A captured step runs backward and the optimizer inside its graph: Lightning's manual
+        # optimization, in which the module steps the optimizer itself.
+        return not self._captures_step()
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool):
+        raise AttributeError("TrainingTask decides its optimization mode from device.cuda_graph")
 
     # ----------------------------------------------------------------- forward
     def forward(self, img):
@@ -110,7 +144,8 @@ class TrainingTask(pl.LightningModule):
         if self.cfg.device.get("channels_last"):
             self.to(memory_format=torch.channels_last)
         if self.compile_mode:
-            self._compiled_parts += compiling.compile_detector(self.model, self.compile_mode)
+            mode = compiling.graph_free_mode(self.compile_mode) if self._captures_step() else self.compile_mode
+            self._compiled_parts += compiling.compile_detector(self.model, mode)
         # A warm-up longer than the whole run is never what a user meant.
         total = self.trainer.estimated_stepping_batches
         if math.isfinite(total):
@@ -120,17 +155,29 @@ class TrainingTask(pl.LightningModule):
             # On resume the checkpoint's average is the one to continue, not the raw weights.
             self.weight_averager.load_from(self.avg_model if self._resumed else self.model)
 
+    def on_train_start(self):
+        if self._captures_step():
+            optimizer = self.trainer.optimizers[0]
+            height, width = self.cfg.data.train.input_size[::-1]
+            self.captured_step = CapturedTrainingStep(
+                self.compute_loss, optimizer, self.trainable_parameters(), self.cfg.grad_clip,
+                canvas=(height, width), use_graphs=self.device.type == "cuda")
+            # The schedule's rates as the optimizer holds them (a resumed fit: its checkpoint's).
+            self._scheduled_lr = [float(group["lr"]) for group in optimizer.param_groups]
+
     def on_fit_end(self):
         # The model leaves every fit as plain modules (the next task's teacher is copied from it).
         compiling.restore(self._compiled_parts)
         self._compiled_parts = []
+        self.captured_step = None
 
     def on_train_epoch_start(self):
         self.model.set_epoch(self.current_epoch)
 
     def mark_phase(self, phase: str):
-        """End of a phase of the training step, for a StepTimer when one is attached."""
-        if self.step_timer is not None:
+        """End of a phase of the training step, for a StepTimer when one is attached (not inside
+        a captured step, whose phases run as one graph)."""
+        if self.step_timer is not None and self.captured_step is None:
             self.step_timer.mark(phase)
 
     def compute_loss(self, batch):
@@ -145,9 +192,12 @@ class TrainingTask(pl.LightningModule):
         return loss, loss_states
 
     def training_step(self, batch, batch_idx):
-        compiling.mark_step_begin(self.compile_mode)
-        loss, loss_states = self.compute_loss(batch)
         batch_size = batch["img"].shape[0]
+        if self.captured_step is not None:
+            loss, loss_states = self._captured_training_step(batch)
+        else:
+            compiling.mark_step_begin(self.compile_mode)
+            loss, loss_states = self.compute_loss(batch)
         self.images_seen += batch_size
         # self.log costs a few ms of host time per call set, which the GPU waits for; the logger
         # only writes every log_every_n_steps, so only those steps (and the progress bar) log.
@@ -162,6 +212,28 @@ class TrainingTask(pl.LightningModule):
         if self.global_step % self.cfg.log.interval == 0:
             self._log_train_line(batch_idx, loss_states)
         return loss
+
+    def _captured_training_step(self, batch):
+        """One optimizer step as a graph replay, with the warm-up's learning rate; Lightning's
+        step count advances as its own optimizer step would advance it."""
+        optimizer = self.optimizers()
+        factor = warmup_factor(self.global_step, self.cfg.schedule.warmup, self._warmup_steps)
+        set_learning_rates(optimizer.optimizer, [lr * factor for lr in self._scheduled_lr])
+        optimizer._on_before_step()  # the step counters of Lightning's manual optimization
+        loss, loss_states = self.captured_step(batch)
+        optimizer._on_after_step()
+        if self.step_timer is not None:
+            self.step_timer.mark("captured_step")
+        return loss, loss_states
+
+    def on_train_epoch_end(self):
+        if self.automatic_optimization:
+            return
+        # Manual optimization steps the schedule itself, once per epoch as the config says.
+        optimizer = self.trainer.optimizers[0]
+        set_learning_rates(optimizer, self._scheduled_lr)
+        self.lr_schedulers().step()
+        self._scheduled_lr = [float(group["lr"]) for group in optimizer.param_groups]
 
     def _log_train_line(self, batch_idx, loss_states):
         if not self.trainer.is_global_zero:
@@ -200,11 +272,24 @@ class TrainingTask(pl.LightningModule):
                 # ``avg_model.`` in the saved file is the current average.
                 self.weight_averager.apply_to(self.avg_model)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # The Trainer gets no gradient_clip_val (manual optimization refuses one: a captured step
+        # clips inside its graph), so the config's is applied here, as Lightning would.
+        if self.cfg.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.cfg.schedule.optimizer, self.trainable_parameters())
+        optimizer_cfg = self.cfg.schedule.optimizer
+        graphs = self._captures_step() and self.device.type == "cuda"
+        if graphs:
+            optimizer_cfg = {**dict(optimizer_cfg),
+                             **capturable_optimizer_options(getattr(torch.optim, optimizer_cfg.name))}
+        optimizer = build_optimizer(optimizer_cfg, self.trainable_parameters())
+        if graphs:
+            lr_as_tensors(optimizer, self.device)
         scheduler = build_lr_scheduler(self.cfg.schedule.lr_schedule, optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 

@@ -108,6 +108,9 @@ DEFAULTS: dict[str, Any] = {
         "gpu_augment": False,
         "channels_last": False,  # channels-last memory format for the model and its inputs
         "compile": False,  # torch.compile the network while training: true or a mode (nanodet/trainer/compile.py)
+        # the whole training step as one CUDA graph on a CUDA device (nanodet/trainer/captured_step.py);
+        # "always" runs the same static step eagerly on a CPU too (for checks)
+        "cuda_graph": False,
     },
     "schedule": {
         "resume": None,
@@ -234,6 +237,9 @@ def validate_config(cfg: Mapping, source: str = "config"):
     gpu_augment = (cfg.get("device") or {}).get("gpu_augment")
     if gpu_augment not in (True, False, "always"):
         raise ConfigError(f"{source}: device.gpu_augment must be true, false or always, got {gpu_augment!r}")
+    cuda_graph = (cfg.get("device") or {}).get("cuda_graph")
+    if cuda_graph not in (True, False, "always"):
+        raise ConfigError(f"{source}: device.cuda_graph must be true, false or always, got {cuda_graph!r}")
     from ..trainer.compile import compile_mode  # here: the trainer package imports this module
 
     try:

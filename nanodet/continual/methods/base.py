@@ -115,6 +115,11 @@ class ContinualMethod:
     def train_dataloader(self, context: TaskContext, cfg, device):
         return build_train_loader(context.train_dataset, cfg, device, seed=context.seed + context.index)
 
+    def step_capturable(self) -> bool:
+        """Whether a training step is the same work every time, so that it can be replayed as one
+        CUDA graph (``device.cuda_graph``): pseudo-labels build per-image box lists on the host."""
+        return self.pseudo_labels is None
+
     # ---------------------------------------------------------------- bookkeeping
     def frozen_modules(self, model) -> list[torch.nn.Module]:
         """Modules that must stay in eval mode (their BatchNorm statistics never move)."""

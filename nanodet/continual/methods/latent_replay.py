@@ -138,6 +138,9 @@ class LatentReplay(FrozenBackbone, Replay):
         return build_train_loader(context.train_dataset, cfg, device, batch_size=batch_size - batch_size // 2,
                                   seed=context.seed + context.index)
 
+    def step_capturable(self) -> bool:
+        return False  # each step draws its replayed maps on the host
+
     def forward_student(self, context, model, batch):
         stored = self._device_buffer
         if stored is None or not self.backbone_frozen:

@@ -9,6 +9,7 @@ and its parameters are held in memory once.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import NamedTuple
 
 import torch
@@ -61,8 +62,14 @@ def logit_distillation(student_preds, teacher_preds, class_ids=None, num_classes
         return F.mse_loss(student_preds.float(), teacher_preds.float())
     if len(class_ids) == 0:
         return student_preds.new_zeros(())
-    index = torch.as_tensor(class_ids, device=student_preds.device)
+    index = _class_index(tuple(class_ids), student_preds.device)
     return F.mse_loss(student_preds[..., index].float(), teacher_preds[..., index].float())
+
+
+@functools.lru_cache(maxsize=64)
+def _class_index(class_ids: tuple, device: torch.device) -> torch.Tensor:
+    # Made once: a host-to-device copy per step would stall the step (and cannot be captured).
+    return torch.as_tensor(class_ids, device=device)
 
 
 def feature_distillation(student_towers, teacher_towers):

@@ -1,0 +1,112 @@
+"""device.cuda_graph: the whole training step as one static step (a CUDA graph on a GPU).
+
+CUDA graphs need a GPU, so these tests run the same static steps eagerly on the CPU
+(``device.cuda_graph: always``) and check them against Lightning's automatic optimization:
+same batches, warm-up, schedule, clipping and step count must give the same weights.
+"""
+
+import pytest
+import torch
+
+import fixtures_continual  # noqa: I001 - tests/ is on sys.path (conftest)
+from fixtures_continual import TWO_TASKS, tiny_cfg
+from nanodet.continual import ContinualRunner, build_method, parse_scenario
+from nanodet.trainer import captured_step
+from nanodet.trainer.captured_step import GT_ROWS_MULTIPLE, CapturedTrainingStep, StaticBatch, batch_key
+from nanodet.util import ConfigError, read_config
+
+
+def run_two_tasks(data_dir, run_dir, method, cuda_graph, extra=()):
+    cfg = tiny_cfg(data_dir, epochs=2, extra=["device.gpu_augment=always", f"device.cuda_graph={cuda_graph}",
+                                               "schedule.warmup.steps=3", *extra])
+    runner = ContinualRunner(cfg, parse_scenario(TWO_TASKS, cfg.class_names), build_method(method),
+                             run_dir=run_dir, seed=7, progress_bar=False)
+    results = runner.run()
+    return results, torch.load(run_dir / "task_1" / "model.pth", weights_only=True)
+
+
+@pytest.fixture
+def count_static_steps(monkeypatch):
+    calls = []
+    original = CapturedTrainingStep.__call__
+
+    def counted(self, batch):
+        calls.append(batch["img"].shape[0])
+        return original(self, batch)
+
+    monkeypatch.setattr(CapturedTrainingStep, "__call__", counted)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["sid", "ld"])
+def test_static_steps_train_exactly_as_lightnings_automatic_optimization(tmp_path, method, count_static_steps):
+    """Warm-up learning rates, the per-epoch schedule, gradient clipping, the teacher's terms and
+    Lightning's step count: the static path (manual optimization) reproduces the automatic one."""
+    automatic, automatic_weights = run_two_tasks(tmp_path / "data", tmp_path / "auto", method, "false")
+    assert not count_static_steps
+    static, static_weights = run_two_tasks(tmp_path / "data", tmp_path / "static", method, "always")
+    steps_per_task = [entry["epochs"] for entry in static["per_task"]]
+    assert count_static_steps and steps_per_task == [entry["epochs"] for entry in automatic["per_task"]]
+    assert static_weights.keys() == automatic_weights.keys()
+    for name, value in static_weights.items():
+        torch.testing.assert_close(value, automatic_weights[name], msg=name)
+
+
+def test_methods_that_choose_on_the_host_per_step_train_eagerly():
+    assert build_method("sid").step_capturable() and build_method("ld").step_capturable()
+    assert not build_method("ld", pseudo_labels=0.5).step_capturable()
+    assert not build_method("latent_replay").step_capturable()
+
+
+def padded_batch(boxes_per_image, batch_size=2, size=32):
+    rows = max(boxes_per_image)
+    valid = torch.arange(rows)[None, :] < torch.tensor(boxes_per_image)[:, None]
+    return {"img": torch.randn(batch_size, 3, size, size),
+            "gt_bboxes_padded": torch.rand(batch_size, rows, 4) * 10 + 1,
+            "gt_labels_padded": torch.randint(3, (batch_size, rows)),
+            "gt_valid": valid}
+
+
+def test_one_static_batch_serves_batches_of_fewer_boxes_and_clears_their_old_rows():
+    many, few = padded_batch([5, 3]), padded_batch([1, 0])
+    key = batch_key(many, (32, 32))
+    assert key == batch_key(few, (32, 32)) == (2, GT_ROWS_MULTIPLE, 0)
+    static = StaticBatch(many, (32, 32), key[1], key[2])
+    static.load(many)
+    tensors = static.load(few)
+    assert tensors["gt_valid"].sum(1).tolist() == [1, 0]  # no stale row of the earlier batch is valid
+    torch.testing.assert_close(tensors["gt_bboxes_padded"][0, 0], few["gt_bboxes_padded"][0, 0])
+    assert not tensors["gt_bboxes_padded"][0, 1:].any()
+    torch.testing.assert_close(tensors["img"], few["img"])
+
+
+def test_a_smaller_image_sits_on_a_zero_canvas_of_the_input_size():
+    batch = padded_batch([2, 2], size=32)
+    batch["img"] = batch["img"][..., :24, :16]
+    static = StaticBatch(batch, (32, 32), GT_ROWS_MULTIPLE, 0)
+    img = static.load(batch)["img"]
+    assert img.shape[-2:] == (32, 32)
+    torch.testing.assert_close(img[..., :24, :16], batch["img"])
+    assert not img[..., 24:, :].any() and not img[..., :, 16:].any()
+
+
+def test_more_boxes_than_before_get_a_graph_key_of_their_own():
+    assert batch_key(padded_batch([GT_ROWS_MULTIPLE + 1, 1]), (32, 32))[1] == 2 * GT_ROWS_MULTIPLE
+
+
+def test_a_batch_larger_than_the_input_size_is_refused():
+    with pytest.raises(ValueError, match="larger than the input size"):
+        batch_key(padded_batch([1, 1], size=64), (32, 32))
+
+
+def test_a_cpu_pipeline_batch_gets_its_ground_truth_padded():
+    batch = {"img": torch.zeros(2, 3, 8, 8), "gt_bboxes": [torch.tensor([[0., 0., 4., 4.]]), torch.zeros(0, 4)],
+             "gt_labels": [torch.tensor([2]), torch.zeros(0, dtype=torch.long)]}
+    padded = captured_step.with_padded_gt(batch)
+    assert padded["gt_valid"].tolist() == [[True], [False]] and padded["gt_labels_padded"][0, 0] == 2
+
+
+@pytest.mark.parametrize("value", ["sometimes", 2])
+def test_config_refuses_other_cuda_graph_values_naming_key_and_value(value):
+    with pytest.raises(ConfigError, match=f"device.cuda_graph must be true, false or always, got {value!r}"):
+        read_config(fixtures_continual.ROOT / "cfg/demo.yml", [f"device.cuda_graph={value}"])

@@ -1,0 +1,133 @@
+"""The GPU's ceiling for a NanoDet-Plus training step: the whole step in one CUDA graph.
+
+    python tools/step_ceiling.py --cfg cfg/synthetic.yml --batch-size 64 256 --json ceiling.json
+
+For each batch size and each network (``full``: every parameter trains; ``ld_student``: the
+backbone frozen in eval mode under no_grad, only neck and head train, as Latent Distillation's
+student), the forward, a loss, the backward, gradient clipping and AdamW are captured as one CUDA
+graph (``CapturedTrainingStep``, the same object training uses) and replayed on one fixed batch,
+timed with CUDA events. Losses:
+
+* ``trivial``: the mean of the head's output, no label assignment: what the network alone costs,
+  the ceiling a method's step is compared with;
+* ``detection``: NanoDet-Plus' loss with the batched assigner on fixed random boxes, the step of
+  naive fine-tuning without data loading.
+
+No data loading, no Lightning: those are in tools/benchmark.py, whose img/s over this ceiling is
+each method's share of it. Needs CUDA.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from nanodet.model.arch import build_model  # noqa: E402
+from nanodet.trainer import compile as compiling  # noqa: E402
+from nanodet.trainer.captured_step import CapturedTrainingStep, lr_as_tensors  # noqa: E402
+from nanodet.util.config import read_config  # noqa: E402
+from nanodet.util.io import atomic_write_json  # noqa: E402
+
+
+def random_batch(batch_size, height, width, num_classes, boxes_per_image, device, channels_last, generator):
+    img = torch.randn(batch_size, 3, height, width, generator=generator).to(device)
+    if channels_last:
+        img = img.contiguous(memory_format=torch.channels_last)
+    xy = torch.rand(batch_size, boxes_per_image, 2, generator=generator) * torch.tensor([width * 0.7, height * 0.7])
+    wh = 16 + torch.rand(batch_size, boxes_per_image, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3])
+    return {"img": img,
+            "gt_bboxes_padded": torch.cat([xy, xy + wh], -1).to(device),
+            "gt_labels_padded": torch.randint(num_classes, (batch_size, boxes_per_image), generator=generator).to(device),
+            "gt_valid": torch.ones(batch_size, boxes_per_image, dtype=torch.bool, device=device)}
+
+
+def make_loss(model, network: str, loss: str):
+    frozen = network == "ld_student"
+
+    def compute_loss(batch):
+        with torch.set_grad_enabled(not frozen):
+            features = model.backbone(batch["img"])
+        preds = model.head(model.fpn(features))
+        if loss == "trivial":
+            value = preds.float().mean()
+            return value, {"loss": value}
+        return model.head.loss(preds, batch)
+
+    return compute_loss
+
+
+def measure(cfg, network, loss, batch_size, args, device):
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device).train()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if network == "ld_student":
+        model.backbone.eval().requires_grad_(False)
+    parts = compiling.compile_detector(model, args.compile) if args.compile else []
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, capturable=True)
+    lr_as_tensors(optimizer, device)
+    width, height = cfg.data.train.input_size
+    step = CapturedTrainingStep(make_loss(model, network, loss), optimizer, params, cfg.grad_clip,
+                                canvas=(height, width))
+    batch = random_batch(batch_size, height, width, cfg.model.arch.head.num_classes, args.boxes, device,
+                         args.channels_last, torch.Generator().manual_seed(1))
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    with torch.autocast("cuda", dtype=dtype, enabled=args.precision == "bf16"):
+        for _ in range(5):  # eager steps, the capture, a few replays
+            step(batch)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(args.repeats):
+            start.record()
+            for _ in range(args.replays):
+                step(batch)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / args.replays)
+    compiling.restore(parts)
+    median = sorted(times)[len(times) // 2]
+    return {"network": network, "loss": loss, "batch": batch_size, "precision": args.precision,
+            "channels_last": args.channels_last, "compile": args.compile or False,
+            "graphs": step.captures, "step_ms": median, "img_per_s": batch_size / median * 1000,
+            "trainable_parameters": sum(p.numel() for p in params)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", required=True)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--network", nargs="+", default=["full", "ld_student"], choices=("full", "ld_student"))
+    parser.add_argument("--loss", nargs="+", default=["trivial", "detection"], choices=("trivial", "detection"))
+    parser.add_argument("--precision", choices=("bf16", "32"), default="bf16")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compile", default=None, help="torch.compile mode for the network inside the graph")
+    parser.add_argument("--boxes", type=int, default=8, help="ground-truth boxes per image (detection loss)")
+    parser.add_argument("--replays", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("tools/step_ceiling.py measures CUDA graphs: it needs a CUDA device")
+    torch.backends.cudnn.benchmark = True
+    cfg = read_config(args.cfg)
+    device = torch.device("cuda")
+    results = []
+    print("| network | loss | batch | precision | compile | step ms | img/s |")
+    for batch_size in args.batch_size:
+        for network in args.network:
+            for loss in args.loss:
+                result = measure(cfg, network, loss, batch_size, args, device)
+                results.append(result)
+                print(f"| {network} | {loss} | {batch_size} | {args.precision} | {result['compile']} | "
+                      f"{result['step_ms']:.2f} | {result['img_per_s']:,.0f} |", flush=True)
+                if args.json:
+                    atomic_write_json(args.json, {"device": torch.cuda.get_device_name(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
