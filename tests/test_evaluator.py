@@ -1,5 +1,6 @@
 """Both evaluators against APs computed by hand on tiny, hand-made cases."""
 
+import functools
 import json
 import math
 import os
@@ -12,7 +13,10 @@ from nanodet.evaluator import (CocoDetectionEvaluator, VOCDetectionEvaluator,
                                build_evaluator)
 from nanodet.evaluator.voc_detection import average_precision
 
-EVALUATORS = [CocoDetectionEvaluator, VOCDetectionEvaluator]
+# The COCO evaluator on both backends: every hand-made case must give the same numbers.
+COCO_BACKENDS = ["pycocotools", "faster_coco_eval"]
+COCO_EVALUATORS = [functools.partial(CocoDetectionEvaluator, backend=b) for b in COCO_BACKENDS]
+EVALUATORS = [*COCO_EVALUATORS, VOCDetectionEvaluator]
 
 
 @dataclass
@@ -93,9 +97,10 @@ def test_hand_computed_per_class_ap(evaluator_cls):
     assert metrics["AP_50"] == pytest.approx(13 / 18)
 
 
-def test_coco_size_ranges_and_ap50():
+@pytest.mark.parametrize("coco_evaluator", COCO_EVALUATORS)
+def test_coco_size_ranges_and_ap50(coco_evaluator):
     dataset, results = two_image_case()
-    metrics = CocoDetectionEvaluator(dataset).evaluate(results)
+    metrics = coco_evaluator(dataset).evaluate(results)
     # All boxes are exact hits, so every IoU threshold agrees.
     assert metrics["AP_75"] == pytest.approx(13 / 18)
     assert metrics["per_class_AP50"]["dog"] == pytest.approx(2 / 3)
@@ -183,11 +188,12 @@ def iou_072_case():
     return dataset, {1: {CAT: [[0, 0, 10, 7.2, .9]]}}
 
 
-def test_coco_iou_thresholds():
+@pytest.mark.parametrize("coco_evaluator", COCO_EVALUATORS)
+def test_coco_iou_thresholds(coco_evaluator):
     # IoU 0.72 matches at thresholds .50 .55 .60 .65 .70 and misses at .75 ... .95:
     # AP per threshold is 1 for five of ten -> AP@[.5:.95] = 0.5, AP50 = 1, AP75 = 0.
     dataset, results = iou_072_case()
-    metrics = CocoDetectionEvaluator(dataset).evaluate(results)
+    metrics = coco_evaluator(dataset).evaluate(results)
     assert metrics["AP_50"] == pytest.approx(1.0)
     assert metrics["AP_75"] == pytest.approx(0.0)
     assert metrics["mAP"] == pytest.approx(0.5)
@@ -298,3 +304,58 @@ def test_voc_matches_sequential_reference_on_random_boxes(seed):
     for label, name in enumerate(dataset.class_names):
         assert metrics["per_class_AP"][name] == pytest.approx(
             sequential_voc_ap(dataset, results, label))
+
+
+def random_case(seed=0, images=60, classes=4):
+    """Noisy detections around random GT, crowd (difficult) boxes and ties included."""
+    rng = np.random.default_rng(seed)
+    records, results = [], {}
+    for i in range(images):
+        n = int(rng.integers(0, 6))
+        xy, wh = rng.uniform(0, 90, (n, 2)), rng.uniform(4, 60, (n, 2))
+        boxes = np.concatenate([xy, xy + wh], 1)
+        labels = rng.integers(0, classes, n)
+        records.append(FakeRecord(i, boxes, labels, difficult=rng.random(n) < 0.15))
+        per_class = {c: [] for c in range(classes)}
+        for box, label in zip(boxes, labels):
+            for _ in range(int(rng.integers(0, 4))):
+                noisy = box + rng.normal(0, 4, 4)
+                per_class[int(label) if rng.random() < 0.8 else int(rng.integers(classes))].append(
+                    [*noisy, round(float(rng.random()), 2)])  # rounded: equal scores occur
+        results[i] = per_class
+    return FakeDataset(records), results
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faster_coco_eval_gives_pycocotools_numbers(seed):
+    dataset, results = random_case(seed)
+    reference = CocoDetectionEvaluator(dataset, backend="pycocotools").evaluate(results, class_ids=[0, 1, 3])
+    faster = CocoDetectionEvaluator(dataset, backend="faster_coco_eval").evaluate(results, class_ids=[0, 1, 3])
+    assert reference.keys() == faster.keys()
+    for key, value in reference.items():
+        if isinstance(value, dict):
+            assert value.keys() == faster[key].keys()
+            np.testing.assert_allclose(list(faster[key].values()), list(value.values()), rtol=0, atol=1e-12,
+                                       err_msg=key)
+        else:
+            np.testing.assert_allclose(faster[key], value, rtol=0, atol=1e-12, err_msg=key)
+
+
+def test_unknown_coco_backend_is_refused_by_name():
+    with pytest.raises(ValueError, match="backend must be auto, pycocotools or faster_coco_eval, got 'fast'"):
+        CocoDetectionEvaluator(FakeDataset([FakeRecord(1, [[0, 0, 9, 9]], [CAT])]), backend="fast")
+
+
+@pytest.mark.parametrize("evaluator_cls", EVALUATORS)
+def test_flat_detections_score_as_the_results_dict(evaluator_cls):
+    from nanodet.evaluator.detections import Detections
+
+    dataset, results = random_case(3)
+    rows = [(i, c, *row) for i, per_class in results.items() for c, rows in per_class.items() for row in rows]
+    table = np.asarray(rows, np.float64)
+    flat = Detections(table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2:6].astype(np.float32),
+                      table[:, 6].astype(np.float32))
+    from_dict = evaluator_cls(dataset).evaluate(results)
+    from_flat = evaluator_cls(dataset).evaluate(flat)
+    assert from_flat["mAP"] == pytest.approx(from_dict["mAP"], abs=1e-6)
+    assert flat.to_results([r.id for r in dataset.records], 4).keys() == results.keys()

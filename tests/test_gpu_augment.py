@@ -252,3 +252,22 @@ def test_the_loader_follows_gpu_augment_on_a_cpu(coco_train):
                             ("always", GpuBatchLoader)):
         cfg = read_config("cfg/demo.yml", [f"device.gpu_augment={value}", "device.workers_per_gpu=0"])
         assert isinstance(build_train_loader(coco_train, cfg, torch.device("cpu"), batch_size=4), expected)
+
+
+def test_a_dataset_and_its_subsets_decode_each_image_once(coco_train, monkeypatch):
+    reads = []
+    read_image = type(coco_train).read_image
+    monkeypatch.setattr(type(coco_train), "read_image", lambda self, record: reads.append(record.id) or
+                        read_image(self, record))
+    first, second = coco_train.subset([0]), coco_train.subset([1, 2])
+    caches = [DecodedImageCache(part, workers=2) for part in (first, second, coco_train)]
+    assert sorted(reads) == sorted(r.id for r in coco_train.records)  # overlapping subsets: no image twice
+    whole = caches[2]
+    row = {r.id: i for i, r in enumerate(coco_train.records)}
+    for part, cache in zip((first, second), caches):
+        rows = [row[r.id] for r in part.records]
+        assert torch.equal(cache.images, whole.images[rows]) and torch.equal(cache.sizes, whole.sizes[rows])
+        own = [len(b) + len(i) for b, i in zip(cache.gt_bboxes, cache.gt_bboxes_ignore)]
+        assert own == [len(r.boxes) for r in part.records]  # the subset's own boxes
+    coco_train.shared_cache.clear()  # decoded afresh: the same pixels
+    assert torch.equal(DecodedImageCache(coco_train, workers=2).images, whole.images)

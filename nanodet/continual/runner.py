@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..model.arch import build_model
 from ..trainer.builders import build_dataloader, build_trainer, resolve_devices
-from ..trainer.evaluate import predict_dataset
+from ..trainer.evaluate import EvalImages, predict_detections
 from ..util.check_point import CheckpointError, load_model_weight, read_checkpoint, save_model_state
 from ..util.config import config_name
 from ..util.io import atomic_write_json, json_safe
@@ -90,6 +90,7 @@ class ContinualRunner:
             raise RunError(f"--base-model {self.base_model}: no such file (give a task_0/model.pth "
                            "of an earlier run, or any plain state dict of this config's model)")
         self.logger = get_logger()
+        self._eval_images = None  # EvalImages of the test split, made at the first evaluation
 
     # ------------------------------------------------------------------ run settings
     def settings(self) -> dict:
@@ -191,7 +192,7 @@ class ContinualRunner:
         save_model_state(task_dir / "model.pth", model)
 
         start = time.perf_counter()
-        entry = self._evaluate(t, model, eval_dataset, eval_device)
+        entry = self._evaluate(t, model, data, eval_dataset, eval_device)
         entry.update(
             train_images=len(train_dataset), **trained,
             eval_seconds=round(time.perf_counter() - start, 2),
@@ -241,10 +242,12 @@ class ContinualRunner:
             return None
         return str(last)
 
-    def _evaluate(self, t: int, model, eval_dataset, device) -> dict:
+    def _evaluate(self, t: int, model, data: TaskData, eval_dataset, device) -> dict:
         scenario = self.scenario
         seen = scenario.seen_classes(t)
-        detections = predict_dataset(model, eval_dataset, self.cfg, device)
+        if self._eval_images is None:  # every evaluation's images, decoded once per run
+            self._eval_images = EvalImages(data.full_val, device, workers=self.cfg.device.workers_per_gpu)
+        detections = predict_detections(model, eval_dataset, self.cfg, device, images=self._eval_images)
         coco = CocoDetectionEvaluator(eval_dataset).evaluate(detections, class_ids=seen)
         voc = VOCDetectionEvaluator(eval_dataset).evaluate(detections, class_ids=seen)
         old, new = scenario.names(scenario.old_classes(t)), scenario.names(scenario.new_classes(t))

@@ -1,4 +1,5 @@
-"""COCO-style box evaluation (AP@[.5:.95], AP50, AP75, AP by size) through pycocotools.
+"""COCO-style box evaluation (AP@[.5:.95], AP50, AP75, AP by size) through pycocotools or its
+faster drop-in, faster-coco-eval (proven equal in tests/test_evaluator.py).
 
 The ground truth is built in memory from ``dataset.records``, so any dataset (VOC, COCO,
 a continual-learning subset of either) can be scored the same way. The evaluator
@@ -20,10 +21,33 @@ import os
 import tempfile
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+from .detections import Detections
 
 logger = logging.getLogger(__name__)
+
+
+
+def coco_api(backend: str):
+    """(COCO, COCOeval) of a backend: ``pycocotools`` (the reference) or ``faster_coco_eval``
+    (a maintained C++ implementation of the same evaluation, about 9 times faster on 2,000 images;
+    tests/test_evaluator.py checks that both give the same numbers), or ``auto``: the faster one
+    when installed."""
+    if backend in ("auto", "faster_coco_eval"):
+        try:
+            from faster_coco_eval import COCO, COCOeval_faster
+
+            return COCO, COCOeval_faster
+        except ImportError:
+            if backend != "auto":
+                raise ImportError("evaluator backend faster_coco_eval: pip install faster-coco-eval") from None
+    elif backend != "pycocotools":
+        raise ValueError(f"evaluator backend must be auto, pycocotools or faster_coco_eval, got {backend!r}")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
+
 
 # Order of COCOeval.stats[:6], named as upstream NanoDet names them.
 COCO_METRIC_NAMES = ["mAP", "AP_50", "AP_75", "AP_small", "AP_m", "AP_l"]
@@ -49,10 +73,16 @@ def resolve_class_ids(class_ids, num_classes):
 def flatten_results(results, img_ids, class_ids):
     """Turn ``{img_id: {label: [[x0, y0, x1, y1, score], ...]}}`` into flat arrays.
 
+    ``results`` may also be ``Detections`` (flat arrays, as the batched inference gives them).
     Detections of images outside ``img_ids`` or of classes outside ``class_ids`` are
     dropped: they are not part of this evaluation (and pycocotools rejects unknown images).
     Returns (image ids [N] int64, labels [N] int64, boxes [N, 4] float64, scores [N] float64).
     """
+    if isinstance(results, Detections):
+        keep = np.isin(results.image_ids, np.asarray(list(img_ids), np.int64)) & np.isin(
+            results.labels, np.asarray(list(class_ids), np.int64))
+        return (results.image_ids[keep].astype(np.int64), results.labels[keep].astype(np.int64),
+                results.boxes[keep].astype(np.float64), results.scores[keep].astype(np.float64))
     img_ids, class_ids = set(img_ids), set(class_ids)
     img_col, label_col, dets = [], [], []
     for img_id, per_label in results.items():
@@ -126,11 +156,14 @@ class CocoDetectionEvaluator:
     Args:
         dataset: object with ``class_names`` and ``records`` (see the module docstring).
         save_key: metric name the trainer uses to pick the best checkpoint.
+        backend: ``auto`` (faster_coco_eval when installed, else pycocotools), ``pycocotools``
+            or ``faster_coco_eval`` (see ``coco_api``).
     """
 
-    def __init__(self, dataset, save_key="mAP"):
+    def __init__(self, dataset, save_key="mAP", backend="auto"):
         self.class_names = list(dataset.class_names)
         self.save_key = save_key
+        self._coco, self._cocoeval = coco_api(backend)
         self.img_ids = [int(r.id) for r in dataset.records]
         self.coco_gt = self._build_ground_truth(dataset.records)
 
@@ -150,9 +183,8 @@ class CocoDetectionEvaluator:
         categories = [dict(id=i + 1, name=n) for i, n in enumerate(self.class_names)]
         return self._make_coco(dict(images=images, annotations=annotations, categories=categories))
 
-    @staticmethod
-    def _make_coco(dataset_dict):
-        coco = COCO()
+    def _make_coco(self, dataset_dict):
+        coco = self._coco()
         coco.dataset = dataset_dict
         with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
             coco.createIndex()
@@ -194,7 +226,7 @@ class CocoDetectionEvaluator:
         if not detections:
             logger.warning("No detections for the evaluated classes: every AP is 0.")
 
-        coco_eval = COCOeval(self.coco_gt, self._detections_coco(detections), "bbox")
+        coco_eval = self._cocoeval(self.coco_gt, self._detections_coco(detections), "bbox")
         coco_eval.params.imgIds = self.img_ids
         coco_eval.params.catIds = [c + 1 for c in labels]  # sorted, so index k = labels[k]
         progress, summary = io.StringIO(), io.StringIO()

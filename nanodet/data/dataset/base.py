@@ -137,6 +137,9 @@ class BaseDataset(Dataset, ABC):
         if len(set(ids)) != len(ids):
             raise AnnotationError(f"{self.ann_path}: image ids are not unique")
         self.records: List[ImageRecord] = records
+        # Shared by this dataset and every subset of it (they are shallow copies): what is worth
+        # computing once per image, such as the GPU augmentation's decoded images.
+        self.shared_cache: dict = {}
         self.keep_classes: Optional[List[int]] = None
         if keep_classes is not None:
             self.keep_classes = self._check_classes(keep_classes)

@@ -67,6 +67,34 @@ def multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1):
     return torch.cat([boxes[keep], kept_scores[keep, None]], dim=1), labels[keep]
 
 
+def batched_multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1):
+    """``multiclass_nms`` for a whole batch at once, on the device: one NMS call for every image
+    and class (boxes of different images or classes never suppress each other), then at most
+    ``max_num`` per image, best first.
+
+    Args:
+        bboxes (Tensor [B, N, 4]): one box per prior, shared by all classes.
+        scores (Tensor [B, N, C]): per-class scores.
+
+    Returns:
+        (image [K], dets [K, 5] as x1, y1, x2, y2, score, labels [K]): grouped by image in
+        ascending order, each image's rows by decreasing score, as ``multiclass_nms`` orders them.
+    """
+    image, prior, labels = (scores > score_thr).nonzero(as_tuple=True)
+    boxes = bboxes[image, prior]
+    kept_scores = scores[image, prior, labels]
+    # float64: torchvision separates the groups by offsetting their boxes, which with thousands
+    # of groups would cost float32 its precision.
+    keep = batched_nms(boxes.double(), kept_scores.double(), image * scores.shape[2] + labels, iou_threshold)
+    keep = keep[torch.argsort(image[keep], stable=True)]  # by image, each still best first
+    if max_num > 0:
+        counts = torch.bincount(image[keep], minlength=bboxes.shape[0])
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(keep), device=keep.device) - starts[image[keep]]
+        keep = keep[rank < max_num]
+    return image[keep], torch.cat([boxes[keep], kept_scores[keep, None]], dim=1), labels[keep]
+
+
 def _gt_batch_to_device(items, row_shape, dtype, device):
     """Per-image GT arrays (numpy or tensors) -> list of device tensors, with one host-to-device
     copy for the whole batch instead of one per image."""
@@ -569,6 +597,17 @@ class NanoDetPlusHead(nn.Module):
                 for c in range(self.num_classes)
             }
         return det_results
+
+    def detect(self, preds, input_shape):
+        """Detections of a batch in input-image pixels, decoded and NMS-ed on the device for all
+        images at once: ``batched_multiclass_nms``'s ``(image, dets, labels)``."""
+        cls_preds, reg_preds = self._split(preds)
+        input_height, input_width = input_shape
+        priors = self.get_center_priors(input_height, input_width, cls_preds.device)
+        with torch.autocast(cls_preds.device.type, enabled=False):
+            bboxes = self.decode(priors, reg_preds.float(), max_shape=(input_height, input_width))
+            scores = cls_preds.float().sigmoid()
+        return batched_multiclass_nms(bboxes, scores, self.score_thr, self.nms_iou_threshold, self.max_per_img)
 
     def get_bboxes(self, cls_preds, reg_preds, img_metas):
         """Decode and NMS every image: a list of ``(det_bboxes [K, 5], det_labels [K])`` in
