@@ -6,6 +6,7 @@ same batches, warm-up, schedule, clipping and step count must give the same weig
 """
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import fixtures_continual  # noqa: I001 - tests/ is on sys.path (conftest)
@@ -16,13 +17,24 @@ from nanodet.trainer.captured_step import GT_ROWS_MULTIPLE, CapturedTrainingStep
 from nanodet.util import ConfigError, read_config
 
 
-def run_two_tasks(data_dir, run_dir, method, cuda_graph, extra=()):
-    cfg = tiny_cfg(data_dir, epochs=2, extra=["device.gpu_augment=always", f"device.cuda_graph={cuda_graph}",
-                                               "schedule.warmup.steps=3", *extra])
+def run_two_tasks(data_dir, run_dir, method, cuda_graph, epochs=2, callbacks=()):
+    cfg = tiny_cfg(data_dir, epochs=epochs, extra=["device.gpu_augment=always", f"device.cuda_graph={cuda_graph}",
+                                                    "schedule.warmup.steps=4"])
     runner = ContinualRunner(cfg, parse_scenario(TWO_TASKS, cfg.class_names), build_method(method),
-                             run_dir=run_dir, seed=7, progress_bar=False)
+                             run_dir=run_dir, seed=7, progress_bar=False, callbacks=callbacks)
     results = runner.run()
     return results, torch.load(run_dir / "task_1" / "model.pth", weights_only=True)
+
+
+class Interrupt(pl.Callback):
+    """Stops the run at the start of one epoch of one task, as a Ctrl-C would."""
+
+    def __init__(self, task, epoch):
+        self.task, self.epoch = task, epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if module.context.index == self.task and trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
 @pytest.fixture
@@ -50,6 +62,18 @@ def test_static_steps_train_exactly_as_lightnings_automatic_optimization(tmp_pat
     assert static_weights.keys() == automatic_weights.keys()
     for name, value in static_weights.items():
         torch.testing.assert_close(value, automatic_weights[name], msg=name)
+
+
+def test_a_static_run_resumed_within_its_warm_up_trains_as_one_uninterrupted(tmp_path, count_static_steps):
+    """The checkpoint of an interrupted task holds the schedule's learning rate, not the warm-up's
+    scaled one, so the resumed fit continues the warm-up and the schedule where they were."""
+    _, uninterrupted = run_two_tasks(tmp_path / "data", tmp_path / "whole", "ld", "always", epochs=3)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):  # task 0 has 2 steps an epoch: inside the warm-up
+        run_two_tasks(tmp_path / "data", tmp_path / "cut", "ld", "always", epochs=3, callbacks=[Interrupt(0, 1)])
+    assert (tmp_path / "cut" / "task_0" / "model_last.ckpt").is_file()
+    _, resumed = run_two_tasks(tmp_path / "data", tmp_path / "cut", "ld", "always", epochs=3)
+    for name, value in resumed.items():
+        torch.testing.assert_close(value, uninterrupted[name], msg=name)
 
 
 def test_methods_that_choose_on_the_host_per_step_train_eagerly():

@@ -79,6 +79,14 @@ def test_a_two_task_run_writes_every_output(finished_run):
     assert "| 1 |" in (run / "results.md").read_text()
 
 
+def test_each_task_reports_where_its_time_went(finished_run):
+    _, results = finished_run
+    for entry in results["per_task"]:
+        assert 0 <= entry["startup_seconds"] and 0 <= entry["eval_seconds"]
+        # the first steps are part of training, timed on their own (cuDNN's search, the graph's capture)
+        assert entry["warmup_seconds"] is None or 0 < entry["warmup_seconds"] <= entry["train_seconds"]
+
+
 def test_rerunning_a_finished_run_trains_nothing(finished_run):
     tmp_path, results = finished_run
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("task_*/model.pth")}

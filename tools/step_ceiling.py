@@ -19,6 +19,7 @@ each method's share of it. Needs CUDA.
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -76,10 +77,12 @@ def measure(cfg, network, loss, batch_size, args, device):
     batch = random_batch(batch_size, height, width, cfg.model.arch.head.num_classes, args.boxes, device,
                          args.channels_last, torch.Generator().manual_seed(1))
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    started = time.perf_counter()
     with torch.autocast("cuda", dtype=dtype, enabled=args.precision == "bf16"):
-        for _ in range(5):  # eager steps, the capture, a few replays
+        for _ in range(5):  # eager steps (cuDNN's search, compilation), the capture, a few replays
             step(batch)
         torch.cuda.synchronize()
+        setup_seconds = time.perf_counter() - started
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         times = []
         for _ in range(args.repeats):
@@ -92,6 +95,7 @@ def measure(cfg, network, loss, batch_size, args, device):
     compiling.restore(parts)
     median = sorted(times)[len(times) // 2]
     return {"network": network, "loss": loss, "batch": batch_size, "precision": args.precision,
+            "cudnn_benchmark": args.cudnn_benchmark, "setup_seconds": round(setup_seconds, 2),
             "channels_last": args.channels_last, "compile": args.compile or False,
             "graphs": step.captures, "step_ms": median, "img_per_s": batch_size / median * 1000,
             "trainable_parameters": sum(p.numel() for p in params)}
@@ -109,21 +113,24 @@ def main(argv=None):
     parser.add_argument("--boxes", type=int, default=8, help="ground-truth boxes per image (detection loss)")
     parser.add_argument("--replays", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                        help="cuDNN's algorithm search for each new shape (the Trainer's setting on a GPU)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("tools/step_ceiling.py measures CUDA graphs: it needs a CUDA device")
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     cfg = read_config(args.cfg)
     device = torch.device("cuda")
     results = []
-    print("| network | loss | batch | precision | compile | step ms | img/s |")
+    print("| network | loss | batch | precision | channels_last | compile | cudnn search | set-up s | step ms | img/s |")
     for batch_size in args.batch_size:
         for network in args.network:
             for loss in args.loss:
                 result = measure(cfg, network, loss, batch_size, args, device)
                 results.append(result)
-                print(f"| {network} | {loss} | {batch_size} | {args.precision} | {result['compile']} | "
+                print(f"| {network} | {loss} | {batch_size} | {args.precision} | {args.channels_last} | "
+                      f"{result['compile']} | {args.cudnn_benchmark} | {result['setup_seconds']:.1f} | "
                       f"{result['step_ms']:.2f} | {result['img_per_s']:,.0f} |", flush=True)
                 if args.json:
                     atomic_write_json(args.json, {"device": torch.cuda.get_device_name(), "results": results})

@@ -165,6 +165,7 @@ class ContinualRunner:
         return results
 
     def _train_task(self, t: int, task_dir: Path, data: TaskData, model, eval_device) -> dict:
+        task_started = time.perf_counter()
         task_dir.mkdir(parents=True, exist_ok=True)
         wait_for_rank_zero()  # under DDP, rank 0 has written the previous task's files
         if t > 0:  # hand-over: the previous task's weights (and the method's stored state)
@@ -184,7 +185,7 @@ class ContinualRunner:
             trained = {"epochs": 0, "train_seconds": 0.0, "train_img_per_s": None, "base_model": str(self.base_model)}
         else:
             self.method.on_task_start(context, model)
-            trained = self._fit(t, task_dir, context, model, eval_dataset)
+            trained = self._fit(t, task_dir, context, model, eval_dataset, task_started)
         self.method.on_task_end(context, model)
         if not is_rank_zero():  # DDP kept every rank's weights equal; rank 0 writes and evaluates
             return {}
@@ -207,8 +208,10 @@ class ContinualRunner:
             (task_dir / leftover).unlink(missing_ok=True)
         return entry
 
-    def _fit(self, t: int, task_dir: Path, context: TaskContext, model, eval_dataset) -> dict:
-        """Train task t with Lightning (resuming an interrupted fit); how long it took."""
+    def _fit(self, t: int, task_dir: Path, context: TaskContext, model, eval_dataset, task_started: float) -> dict:
+        """Train task t with Lightning (resuming an interrupted fit); how long it took: start-up
+        (from the task's start to its first step: task data, teacher, image cache, Lightning's
+        set-up), the first steps (warm-up: cuDNN's search, the graph's capture) and all training."""
         module = ContinualTask(self.cfg, model, self.method, context, evaluator=None)
         validate = self.handover == "best"
         if validate:
@@ -226,6 +229,8 @@ class ContinualRunner:
             load_model_weight(model, task_dir / "model_best.ckpt", strict=True)
         return {
             "epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
+            "startup_seconds": round(module.fit_started - task_started, 2),
+            "warmup_seconds": None if module.warmup_seconds is None else round(module.warmup_seconds, 2),
             # Augmented samples (replayed ones included) per second of training, start-up included.
             "train_img_per_s": round(module.images_seen * trainer.world_size / max(train_seconds, 1e-9), 1),
         }

@@ -11,6 +11,10 @@ from ..trainer.task import TrainingTask
 from .methods.base import ContinualMethod, TaskContext
 
 
+# Steps timed as the fit's warm-up: the captured step runs two eagerly, then captures its graph.
+TIMED_WARMUP_STEPS = 3
+
+
 class ContinualTask(TrainingTask):
     """Trains ``model`` on one task; ``method`` adds its loss terms, freezing and batches.
 
@@ -24,6 +28,10 @@ class ContinualTask(TrainingTask):
         self.context = context
         self._seconds_before_resume = 0.0
         self._clock_start = time.perf_counter()
+        # Wall seconds of the first TIMED_WARMUP_STEPS steps of this fit (cuDNN's algorithm search,
+        # the CUDA graph's capture, compilation), which the later steps do not pay again.
+        self.warmup_seconds = None
+        self.fit_started = self._clock_start  # when the first step began (on_train_start)
 
     def train(self, mode: bool = True):
         # Lightning switches the whole module to train mode at every epoch; frozen parts go
@@ -42,7 +50,7 @@ class ContinualTask(TrainingTask):
             self._compiled_parts += compiling.compile_detector(self.method.teacher.model, self.compile_mode)
 
     def on_train_epoch_start(self):
-        pass  # no aux head in continual runs, so no epoch-dependent detaching
+        self.set_loader_epoch()  # no aux head in continual runs, so no epoch-dependent detaching
 
     def compute_loss(self, batch):
         method, context = self.method, self.context
@@ -69,7 +77,12 @@ class ContinualTask(TrainingTask):
     def on_train_start(self):
         super().on_train_start()
         self.train()  # Lightning 2.x leaves modes as they are: put frozen parts in eval here
-        self._clock_start = time.perf_counter()
+        self._clock_start = self.fit_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        if self.warmup_seconds is None and self.global_step >= TIMED_WARMUP_STEPS:
+            self.warmup_seconds = time.perf_counter() - self._clock_start
 
     def train_seconds(self) -> float:
         return self._seconds_before_resume + time.perf_counter() - self._clock_start

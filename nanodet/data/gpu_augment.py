@@ -687,7 +687,11 @@ class GpuBatchLoader:
         return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int):
+        """Draw epoch ``epoch``'s order and augmentation next (and its batches, when a batch
+        sampler draws them), so that a resumed fit continues the epochs it was interrupted in."""
         self.epoch = epoch
+        if callable(getattr(self.batch_sampler, "set_epoch", None)):
+            self.batch_sampler.set_epoch(epoch)
 
     def _batches(self, generator):
         """(CPU index, the same on the cache's device) of each batch of the epoch."""

@@ -193,26 +193,25 @@ class CocoDetectionEvaluator:
     def results_to_coco_json(self, results, class_ids):
         """Upstream NanoDet results -> list of COCO detection dicts (bbox in xywh)."""
         img_ids, labels, boxes, scores = flatten_results(results, self.img_ids, class_ids)
-        return [
-            dict(image_id=int(i), category_id=int(c) + 1,
-                 bbox=[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                 score=float(s))
-            for i, c, b, s in zip(img_ids, labels, boxes, scores)
-        ]
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+        # Columns to Python lists in one go each (a float() per element cost seconds for 200,000).
+        return [dict(image_id=i, category_id=c, bbox=b, score=s) for i, c, b, s in
+                zip(img_ids.tolist(), (labels + 1).tolist(), xywh.tolist(), scores.tolist())]
 
     def _detections_coco(self, detections):
         # Built by hand rather than with COCO.loadRes, which cannot take an empty list;
         # this way "no detections" runs the same path and scores 0 where GT exists.
-        anns = [dict(d, id=k + 1, area=d["bbox"][2] * d["bbox"][3], iscrowd=0)
-                for k, d in enumerate(detections)]
+        anns = [{**d, "id": k, "area": d["bbox"][2] * d["bbox"][3], "iscrowd": 0}
+                for k, d in enumerate(detections, start=1)]
         return self._make_coco(dict(images=self.coco_gt.dataset["images"], annotations=anns,
                                     categories=self.coco_gt.dataset["categories"]))
 
     def evaluate(self, results, save_dir=None, class_ids=None):
-        """Score ``results`` ({img_id: {label: [[x0, y0, x1, y1, score], ...]}}).
+        """Score ``results`` ({img_id: {label: [[x0, y0, x1, y1, score], ...]}}, or ``Detections``).
 
         Args:
-            results: detections in upstream NanoDet's format; missing images = no detections.
+            results: detections in upstream NanoDet's format (missing images = no detections),
+                or flat ``Detections``.
             save_dir: if given, write ``detections.json`` and ``metrics.json`` there.
             class_ids: global labels to evaluate (any subset); None = every class.
 

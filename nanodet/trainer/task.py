@@ -138,7 +138,8 @@ class TrainingTask(pl.LightningModule):
     def train_dataloader(self):
         if self.train_dataset is None:
             raise ValueError("TrainingTask: give trainer.fit a train dataloader or set task.train_dataset")
-        return build_train_loader(self.train_dataset, self.cfg, self.device, seed=self.current_epoch)
+        # The run's seed (the entry point seeds torch); each epoch adds its index (set_loader_epoch).
+        return build_train_loader(self.train_dataset, self.cfg, self.device, seed=torch.initial_seed() % 2**31)
 
     def on_fit_start(self):
         if self.cfg.device.get("channels_last"):
@@ -172,7 +173,15 @@ class TrainingTask(pl.LightningModule):
         self.captured_step = None
 
     def on_train_epoch_start(self):
+        self.set_loader_epoch()
         self.model.set_epoch(self.current_epoch)
+
+    def set_loader_epoch(self):
+        """Tell a GPU batch loader which epoch starts (Lightning does this only for a DataLoader's
+        sampler), so a resumed fit draws the batches the interrupted one would have drawn."""
+        loader = self.trainer.train_dataloader
+        if callable(getattr(loader, "set_epoch", None)):
+            loader.set_epoch(self.current_epoch)
 
     def mark_phase(self, phase: str):
         """End of a phase of the training step, for a StepTimer when one is attached (not inside

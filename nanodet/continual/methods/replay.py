@@ -78,6 +78,11 @@ class ReplayBatchSampler(torch.utils.data.Sampler):
         self.buffer_per_batch = batch_size // 2
         self.seed, self.epoch = seed, 0
 
+    def set_epoch(self, epoch: int):
+        """Draw epoch ``epoch``'s batches next (Lightning calls this; a resumed fit so continues
+        with the epoch it stopped at, not with the first)."""
+        self.epoch = epoch
+
     def _global_len(self):
         return max(self.num_current // self.current_per_batch, 1)
 

@@ -1,0 +1,50 @@
+"""tools/benchmark_run.py: the command a user types, and the reference's extrapolation."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("benchmark_run", ROOT / "tools" / "benchmark_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_command_is_the_entry_point_with_the_paths_settings(tool, tmp_path):
+    args = tool.main.__globals__["argparse"].Namespace(method="latent_replay", task="15p1", cfg="cfg/demo.yml",
+                                                      seed=1, device="cpu", overrides=["device.workers_per_gpu=0"])
+    cmd = tool.command(args, tmp_path, 7, tool.REFERENCE)
+    assert cmd[0] == sys.executable and cmd[1].endswith("replay.py") and "--latent" in cmd
+    sets = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--set"]
+    assert sets[:len(tool.REFERENCE)] == tool.REFERENCE  # the user's overrides come after, and win
+    assert "device.workers_per_gpu=0" in sets and "schedule.total_epochs=7" in sets and "schedule.lr_schedule.T_max=7" in sets
+
+
+def run_record(epochs, train_seconds, wall):
+    tasks = [{"epochs": epochs, "startup_seconds": 1.0, "warmup_seconds": 0.5, "train_seconds": s, "eval_seconds": 2.0}
+             for s in train_seconds]
+    totals = {k: sum(t[k] for t in tasks) for k in ("startup_seconds", "warmup_seconds", "train_seconds", "eval_seconds")}
+    return {"epochs_per_task": epochs, "tasks": tasks, "totals": totals, "wall_seconds": wall}
+
+
+def test_the_reference_is_scaled_by_epochs_and_keeps_what_it_pays_once(tool):
+    reference = run_record(1, [10.0, 2.0], wall=30.0)  # 6 s of start-up and evaluation, 12 of training, 12 outside
+    fast = run_record(100, [50.0, 10.0], wall=80.0)
+    extrapolated = tool.extrapolate(reference, fast)
+    assert extrapolated["wall_seconds"] == pytest.approx(6 + 1200 + 12)
+    assert "extrapolated from 1 epoch(s) per task to 100" in extrapolated["how"]
+
+
+def test_a_failed_run_stops_with_its_log(tool, tmp_path):
+    args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", cfg="cfg/no_such.yml", seed=1,
+                                                      device="cpu", overrides=[])
+    with pytest.raises(SystemExit, match="fast run failed .*fast.log"):
+        tool.timed_run(args, "fast", 1, tool.FAST, tmp_path)
+    assert (tmp_path / "fast.log").read_text()
