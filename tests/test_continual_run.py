@@ -197,3 +197,44 @@ def test_base_model_replaces_task_0_and_the_method_still_stores_its_state(finish
 def test_a_missing_base_model_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(RunError, match="no_such.pth"):
         tiny_runner(tmp_path.parent / "tiny_synthetic", tmp_path / "run", base_model=tmp_path / "no_such.pth")
+
+
+def test_scores_from_the_worker_process_equal_those_computed_in_place(finished_run, tmp_path):
+    _, in_place = finished_run
+    runner = make_runner(tmp_path)
+    runner.background_scoring = True  # as on a GPU: a worker process scores while the next task trains
+    in_worker = runner.run()
+    for a, b in zip(in_place["per_task"], in_worker["per_task"]):
+        for key in ("mAP", "AP50", "voc_mAP50", "per_class_AP", "per_class_voc_AP50", "old_mAP", "new_mAP"):
+            assert a[key] == b[key], key
+    assert not list((tmp_path / "run").glob("task_*/detections.npz"))  # removed once scored
+
+
+def test_a_run_stopped_while_scoring_resumes_by_scoring_not_training(tmp_path, monkeypatch):
+    import nanodet.continual.scoring as scoring
+
+    score_task = scoring.score_task
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring, "score_task", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_runner(tmp_path).run()
+    task_0 = tmp_path / "run" / "task_0"
+    assert (task_0 / "trained.json").is_file() and (task_0 / "detections.npz").is_file()
+    assert not (task_0 / "done.json").exists()
+
+    monkeypatch.setattr(scoring, "score_task", score_task)
+
+    class CountTasks(pl.Callback):
+        trained = []
+
+        def on_train_start(self, trainer, module):
+            self.trained.append(module.context.index)
+
+    counter = CountTasks()
+    results = make_runner(tmp_path, callbacks=[counter]).run()
+    assert counter.trained == [1]  # task 0 was only scored
+    assert results["finished"] and results["per_task"][0]["mAP"] is not None
+    assert "task 0 already trained: scoring its saved detections" in (tmp_path / "run" / "run.log").read_text()

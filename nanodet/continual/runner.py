@@ -7,10 +7,17 @@ One run directory per run (default ``runs/<config>/<scenario>/<method>/``):
     task_<t>/eval.json       the evaluation after task t
     task_<t>/done.json       written last: task t is finished
     task_<t>/model_last.ckpt epoch checkpoint while task t trains (removed when it is done)
+    task_<t>/trained.json    task t trained and its test detections saved (detections.npz),
+                             its scores not yet in (both removed when it is done)
     results.json, results.md, map_per_task.png
 
-Re-running the same command resumes: finished tasks are skipped, an interrupted task continues
-from its last epoch checkpoint. Every file is written atomically.
+Re-running the same command resumes: finished tasks are skipped, a trained task is scored from its
+saved detections, an interrupted task continues from its last epoch checkpoint. Every file is
+written atomically.
+
+On a GPU a task's scores (COCO and VOC metrics, seconds of host time) are computed in a worker
+process while the next task trains (``scoring.TaskScorer``), so a task's summary line comes when
+the next task has trained.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
+from ..evaluator import CocoDetectionEvaluator
 from ..model.arch import build_model
 from ..trainer.builders import build_dataloader, build_trainer, resolve_devices
 from ..trainer.evaluate import EvalImages, predict_detections
@@ -34,8 +41,8 @@ from ..util.io import atomic_write_json, json_safe
 from ..util.logger import add_log_file, get_logger, remove_log_file
 from .data import TaskData
 from .methods.base import ContinualMethod, TaskContext
-from .metrics import mean_ap
 from .report import build_results, write_reports
+from .scoring import TaskScorer, ground_truth_of, load_detections, save_detections
 from .scenario import Scenario
 from .task import ContinualTask
 
@@ -70,7 +77,7 @@ def check_continual_config(cfg):
 class ContinualRunner:
     def __init__(self, cfg, scenario: Scenario, method: ContinualMethod, run_dir=None, seed: int = 1234,
                  device: str | None = None, restart: bool = False, handover: str = "last",
-                 progress_bar: bool = True, callbacks=(), base_model=None):
+                 progress_bar: bool = True, callbacks=(), base_model=None, background_scoring: bool | None = None):
         if handover not in ("last", "best"):
             raise ValueError(f"handover must be 'last' or 'best', got {handover!r}")
         check_continual_config(cfg)
@@ -84,6 +91,8 @@ class ContinualRunner:
         self.handover = handover
         self.progress_bar = progress_bar
         self.callbacks = list(callbacks)  # extra Lightning callbacks for every task's Trainer
+        # Scores in a worker process while the next task trains (None: on a GPU, not on a CPU).
+        self.background_scoring = background_scoring
         # Task 0 taken from this model instead of trained, so that methods start from one base.
         self.base_model = Path(base_model) if base_model else None
         if self.base_model is not None and not self.base_model.is_file():
@@ -145,26 +154,50 @@ class ContinualRunner:
         model = build_model(self.cfg.model)
         entries = []
         self.logger.info("%s | method %s | run dir %s", self.scenario.describe(), self.method.name, self.run_dir)
-        for t in range(len(self.scenario)):
-            task_dir = self.run_dir / f"task_{t}"
-            if (task_dir / "done.json").is_file():
-                entries.append(json.loads((task_dir / "eval.json").read_text()))
-                self.logger.info("task %d already done: skipped (mAP %.4f)", t, entries[-1]["mAP"])
-                continue
-            entry = self._train_task(t, task_dir, data, model, eval_device)
-            if not is_rank_zero():
-                continue  # evaluation and reports are rank 0's
-            entries.append(entry)
-            results = build_results(self.settings(), self.scenario, entries, finished=t + 1 == len(self.scenario))
-            write_reports(self.run_dir, results)
-            self._print_summary(entry, results)
+        background = self.background_scoring if self.background_scoring is not None else eval_device.type == "cuda"
+        scorer = TaskScorer(background=background and is_rank_zero())
+        scoring = None  # the task whose scores are being computed while the next one trains
+        try:
+            for t in range(len(self.scenario)):
+                task_dir = self.run_dir / f"task_{t}"
+                if (task_dir / "done.json").is_file():
+                    entries.append(json.loads((task_dir / "eval.json").read_text()))
+                    self.logger.info("task %d already done: skipped (mAP %.4f)", t, entries[-1]["mAP"])
+                    continue
+                if (task_dir / "trained.json").is_file() and (task_dir / "detections.npz").is_file():
+                    self.logger.info("task %d already trained: scoring its saved detections", t)
+                    pending = self._score(scorer, t, task_dir, data.eval_dataset(t),
+                                          load_detections(task_dir / "detections.npz"),
+                                          json.loads((task_dir / "trained.json").read_text()))
+                else:
+                    pending = self._train_task(t, task_dir, data, model, eval_device, scorer)
+                if not is_rank_zero():
+                    continue  # evaluation and reports are rank 0's
+                if scoring is not None:  # scored while this task trained
+                    self._record(scoring, entries)
+                scoring = pending
+                if scoring[1].done():  # scored in place: recorded at once
+                    self._record(scoring, entries)
+                    scoring = None
+            if scoring is not None:
+                self._record(scoring, entries)
+        finally:
+            scorer.close()
         if not is_rank_zero():
             return {}
         results = build_results(self.settings(), self.scenario, entries, finished=True)
         write_reports(self.run_dir, results)
         return results
 
-    def _train_task(self, t: int, task_dir: Path, data: TaskData, model, eval_device) -> dict:
+    def _record(self, pending, entries):
+        """Wait for a task's scores, write its evaluation and mark it done, report."""
+        entry = self._finish(*pending)
+        entries.append(entry)
+        results = build_results(self.settings(), self.scenario, entries, finished=len(entries) == len(self.scenario))
+        write_reports(self.run_dir, results)
+        self._print_summary(entry, results)
+
+    def _train_task(self, t: int, task_dir: Path, data: TaskData, model, eval_device, scorer):
         task_started = time.perf_counter()
         task_dir.mkdir(parents=True, exist_ok=True)
         wait_for_rank_zero()  # under DDP, rank 0 has written the previous task's files
@@ -188,23 +221,39 @@ class ContinualRunner:
             trained = self._fit(t, task_dir, context, model, eval_dataset, task_started)
         self.method.on_task_end(context, model)
         if not is_rank_zero():  # DDP kept every rank's weights equal; rank 0 writes and evaluates
-            return {}
+            return None
         self.method.save_state(task_dir)
         save_model_state(task_dir / "model.pth", model)
 
         start = time.perf_counter()
-        entry = self._evaluate(t, model, data, eval_dataset, eval_device)
-        entry.update(
-            train_images=len(train_dataset), **trained,
-            eval_seconds=round(time.perf_counter() - start, 2),
+        eval_dataset_detections = self._predict(model, data, eval_dataset, eval_device)
+        trained.update(
+            train_images=len(train_dataset),
+            eval_seconds=round(time.perf_counter() - start, 2),  # inference; scoring is timed apart
             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
             parameters_in_memory=self.method.parameters_in_memory(model),
             buffer_bytes=self.method.buffer_bytes(),
         )
-        entry = json_safe(entry)  # the same values whether read back from disk or not
+        # Trained and predicted: a run interrupted from here on only scores the saved detections.
+        save_detections(task_dir / "detections.npz", eval_dataset_detections)
+        atomic_write_json(task_dir / "trained.json", trained)
+        return self._score(scorer, t, task_dir, eval_dataset, eval_dataset_detections, trained)
+
+    def _score(self, scorer, t: int, task_dir: Path, eval_dataset, detections, trained: dict):
+        """Hand task t's detections to the scorer; what ``_finish`` needs to complete the task."""
+        scenario = self.scenario
+        old, new = scenario.names(scenario.old_classes(t)), scenario.names(scenario.new_classes(t))
+        future = scorer.submit(ground_truth_of(eval_dataset), detections, scenario.seen_classes(t), old, new)
+        head = {"task": t, "new_classes": new, "old_classes": old, "seen_classes": scenario.names(scenario.seen_classes(t)),
+                "eval_images": len(eval_dataset)}
+        return task_dir, future, {**head, **trained}
+
+    def _finish(self, task_dir: Path, future, entry: dict) -> dict:
+        """Task t's entry once its scores are in; eval.json, then done.json (written last)."""
+        entry = json_safe({**entry, **future.result()})  # the same values whether read back from disk or not
         atomic_write_json(task_dir / "eval.json", entry)
-        atomic_write_json(task_dir / "done.json", {"task": t, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-        for leftover in ("model_last.ckpt", "model_best.ckpt"):
+        atomic_write_json(task_dir / "done.json", {"task": entry["task"], "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        for leftover in ("model_last.ckpt", "model_best.ckpt", "detections.npz", "trained.json"):
             (task_dir / leftover).unlink(missing_ok=True)
         return entry
 
@@ -247,30 +296,10 @@ class ContinualRunner:
             return None
         return str(last)
 
-    def _evaluate(self, t: int, model, data: TaskData, eval_dataset, device) -> dict:
-        scenario = self.scenario
-        seen = scenario.seen_classes(t)
+    def _predict(self, model, data: TaskData, eval_dataset, device):
         if self._eval_images is None:  # every evaluation's images, decoded once per run
             self._eval_images = EvalImages(data.full_val, device, workers=self.cfg.device.workers_per_gpu)
-        detections = predict_detections(model, eval_dataset, self.cfg, device, images=self._eval_images)
-        coco = CocoDetectionEvaluator(eval_dataset).evaluate(detections, class_ids=seen)
-        voc = VOCDetectionEvaluator(eval_dataset).evaluate(detections, class_ids=seen)
-        old, new = scenario.names(scenario.old_classes(t)), scenario.names(scenario.new_classes(t))
-        return {
-            "task": t,
-            "new_classes": new,
-            "old_classes": old,
-            "seen_classes": scenario.names(seen),
-            "eval_images": len(eval_dataset),
-            "mAP": coco["mAP"], "AP50": coco["AP_50"], "AP75": coco["AP_75"],
-            "AP_small": coco["AP_small"], "AP_m": coco["AP_m"], "AP_l": coco["AP_l"],
-            "voc_mAP50": voc["mAP"],
-            "old_mAP": mean_ap(coco["per_class_AP"], old), "new_mAP": mean_ap(coco["per_class_AP"], new),
-            "old_voc_mAP50": mean_ap(voc["per_class_AP"], old), "new_voc_mAP50": mean_ap(voc["per_class_AP"], new),
-            "per_class_AP": coco["per_class_AP"],
-            "per_class_AP50": coco["per_class_AP50"],
-            "per_class_voc_AP50": voc["per_class_AP"],
-        }
+        return predict_detections(model, eval_dataset, self.cfg, device, images=self._eval_images)
 
     def _print_summary(self, entry: dict, results: dict):
         t = entry["task"]
