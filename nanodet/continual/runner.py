@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -72,6 +74,14 @@ def check_continual_config(cfg):
                        "remove model.arch.aux_head from the config")
     if cfg.model.get("weight_averager"):
         raise RunError("continual runs do not use an EMA weight averager: remove model.weight_averager")
+
+
+class PendingScores(NamedTuple):
+    """A trained task waiting for its scores: its folder, the scorer's future, its entry so far."""
+
+    task_dir: Path
+    future: Future
+    entry: dict
 
 
 class ContinualRunner:
@@ -156,7 +166,7 @@ class ContinualRunner:
         self.logger.info("%s | method %s | run dir %s", self.scenario.describe(), self.method.name, self.run_dir)
         background = self.background_scoring if self.background_scoring is not None else eval_device.type == "cuda"
         scorer = TaskScorer(background=background and is_rank_zero())
-        scoring = None  # the task whose scores are being computed while the next one trains
+        scoring = None  # PendingScores of the task scored while the next one trains
         try:
             for t in range(len(self.scenario)):
                 task_dir = self.run_dir / f"task_{t}"
@@ -165,10 +175,11 @@ class ContinualRunner:
                     self.logger.info("task %d already done: skipped (mAP %.4f)", t, entries[-1]["mAP"])
                     continue
                 if (task_dir / "trained.json").is_file() and (task_dir / "detections.npz").is_file():
-                    self.logger.info("task %d already trained: scoring its saved detections", t)
-                    pending = self._score(scorer, t, task_dir, data.eval_dataset(t),
-                                          load_detections(task_dir / "detections.npz"),
-                                          json.loads((task_dir / "trained.json").read_text()))
+                    if is_rank_zero():
+                        self.logger.info("task %d already trained: scoring its saved detections", t)
+                        pending = self._score(scorer, t, task_dir, data.eval_dataset(t),
+                                              load_detections(task_dir / "detections.npz"),
+                                              json.loads((task_dir / "trained.json").read_text()))
                 else:
                     pending = self._train_task(t, task_dir, data, model, eval_device, scorer)
                 if not is_rank_zero():
@@ -176,7 +187,7 @@ class ContinualRunner:
                 if scoring is not None:  # scored while this task trained
                     self._record(scoring, entries)
                 scoring = pending
-                if scoring[1].done():  # scored in place: recorded at once
+                if scoring.future.done():  # scored in place: recorded at once
                     self._record(scoring, entries)
                     scoring = None
             if scoring is not None:
@@ -191,7 +202,7 @@ class ContinualRunner:
 
     def _record(self, pending, entries):
         """Wait for a task's scores, write its evaluation and mark it done, report."""
-        entry = self._finish(*pending)
+        entry = self._finish(pending)
         entries.append(entry)
         results = build_results(self.settings(), self.scenario, entries, finished=len(entries) == len(self.scenario))
         write_reports(self.run_dir, results)
@@ -226,7 +237,7 @@ class ContinualRunner:
         save_model_state(task_dir / "model.pth", model)
 
         start = time.perf_counter()
-        eval_dataset_detections = self._predict(model, data, eval_dataset, eval_device)
+        detections = self._predict(model, data, eval_dataset, eval_device)
         trained.update(
             train_images=len(train_dataset),
             eval_seconds=round(time.perf_counter() - start, 2),  # inference; scoring is timed apart
@@ -235,22 +246,23 @@ class ContinualRunner:
             buffer_bytes=self.method.buffer_bytes(),
         )
         # Trained and predicted: a run interrupted from here on only scores the saved detections.
-        save_detections(task_dir / "detections.npz", eval_dataset_detections)
+        save_detections(task_dir / "detections.npz", detections)
         atomic_write_json(task_dir / "trained.json", trained)
-        return self._score(scorer, t, task_dir, eval_dataset, eval_dataset_detections, trained)
+        return self._score(scorer, t, task_dir, eval_dataset, detections, trained)
 
-    def _score(self, scorer, t: int, task_dir: Path, eval_dataset, detections, trained: dict):
-        """Hand task t's detections to the scorer; what ``_finish`` needs to complete the task."""
+    def _score(self, scorer, t: int, task_dir: Path, eval_dataset, detections, trained: dict) -> PendingScores:
+        """Hand task t's detections to the scorer."""
         scenario = self.scenario
         old, new = scenario.names(scenario.old_classes(t)), scenario.names(scenario.new_classes(t))
         future = scorer.submit(ground_truth_of(eval_dataset), detections, scenario.seen_classes(t), old, new)
         head = {"task": t, "new_classes": new, "old_classes": old, "seen_classes": scenario.names(scenario.seen_classes(t)),
                 "eval_images": len(eval_dataset)}
-        return task_dir, future, {**head, **trained}
+        return PendingScores(task_dir, future, {**head, **trained})
 
-    def _finish(self, task_dir: Path, future, entry: dict) -> dict:
+    def _finish(self, pending: PendingScores) -> dict:
         """Task t's entry once its scores are in; eval.json, then done.json (written last)."""
-        entry = json_safe({**entry, **future.result()})  # the same values whether read back from disk or not
+        task_dir = pending.task_dir
+        entry = json_safe({**pending.entry, **pending.future.result()})  # the same values as read back from disk
         atomic_write_json(task_dir / "eval.json", entry)
         atomic_write_json(task_dir / "done.json", {"task": entry["task"], "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
         for leftover in ("model_last.ckpt", "model_best.ckpt", "detections.npz", "trained.json"):
