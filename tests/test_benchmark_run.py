@@ -19,7 +19,8 @@ def tool():
 
 def test_the_command_is_the_entry_point_with_the_paths_settings(tool, tmp_path):
     args = tool.main.__globals__["argparse"].Namespace(method="latent_replay", task="15p1", cfg="cfg/demo.yml",
-                                                      seed=1, device="cpu", overrides=["device.workers_per_gpu=0"])
+                                                      seed=1, device="cpu", overrides=["device.workers_per_gpu=0"],
+                                                      timeout=None)
     cmd = tool.command(args, tmp_path, 7, tool.REFERENCE)
     assert cmd[0] == sys.executable and cmd[1].endswith("replay.py") and "--latent" in cmd
     sets = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--set"]
@@ -44,7 +45,26 @@ def test_the_reference_is_scaled_by_epochs_and_keeps_what_it_pays_once(tool):
 
 def test_a_failed_run_stops_with_its_log(tool, tmp_path):
     args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", cfg="cfg/no_such.yml", seed=1,
-                                                      device="cpu", overrides=[])
+                                                      device="cpu", overrides=[], timeout=None)
     with pytest.raises(SystemExit, match="fast run failed .*fast.log"):
         tool.timed_run(args, "fast", 1, tool.FAST, tmp_path)
     assert (tmp_path / "fast.log").read_text()
+
+
+def test_a_run_stopped_by_the_timeout_keeps_the_tasks_it_finished(tool, tmp_path, monkeypatch):
+    """A stand-in entry point that writes one task's results, then hangs: the record keeps it."""
+    script = tmp_path / "entry.py"
+    script.write_text(
+        "import json, sys, time, pathlib\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1]); out.mkdir(parents=True, exist_ok=True)\n"
+        "task = {'task': 0, 'train_images': 5, 'epochs': 1, 'startup_seconds': 0.1, 'warmup_seconds': 0.1,\n"
+        "        'train_seconds': 1.0, 'eval_seconds': 0.2, 'train_img_per_s': 5.0, 'mAP': 0.5, 'voc_mAP50': 0.6}\n"
+        "(out / 'results.json').write_text(json.dumps({'per_task': [task], 'finished': False,\n"
+        "    'epochs_per_task': 1, 'final': {'mAP': 0.5}}))\n"
+        "time.sleep(60)\n")
+    monkeypatch.setitem(tool.ENTRY_POINTS, "naive", str(script))
+    args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", cfg="cfg/demo.yml", seed=1,
+                                                      device=None, overrides=[], timeout=3)
+    record = tool.timed_run(args, "fast", 1, tool.FAST, tmp_path)
+    assert not record["finished"] and [t["task"] for t in record["tasks"]] == [0]
+    assert record["wall_seconds"] < 30

@@ -61,17 +61,24 @@ def timed_run(args, name: str, epochs: int, settings, log_dir: Path) -> dict:
     log = log_dir / f"{name}.log"
     print(f"{name}: {' '.join(cmd)}", flush=True)
     started = time.perf_counter()
+    timed_out = False
     with open(log, "w") as out:
-        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            code = process.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:  # keep the tasks it finished: results.json is written after each
+            process.kill()
+            code, timed_out = process.wait(), True
     wall = time.perf_counter() - started
     results_path = run_dir / "results.json"
-    if code != 0 or not results_path.is_file():
+    if (code != 0 and not timed_out) or not results_path.is_file():
         raise SystemExit(f"{name} run failed (exit code {code}); its log: {log}")
     results = json.loads(results_path.read_text())
     tasks = [{key: entry.get(key) for key in ("task", "train_images", "epochs", "startup_seconds", "warmup_seconds",
                                               "train_seconds", "eval_seconds", "train_img_per_s", "mAP", "voc_mAP50")}
              for entry in results["per_task"]]
-    return {"command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1), "epochs_per_task": results["epochs_per_task"],
+    return {"command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1), "finished": not timed_out and results["finished"],
+            "epochs_per_task": results["epochs_per_task"],
             "final_mAP": results["final"]["mAP"], "tasks": tasks,
             "totals": {key: round(sum(t[key] or 0 for t in tasks), 1)
                        for key in ("startup_seconds", "warmup_seconds", "train_seconds", "eval_seconds")}}
@@ -113,6 +120,8 @@ def main(argv=None):
     parser.add_argument("--device", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for both paths (repeatable)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop a run after this long and record the tasks it finished (marked unfinished)")
     parser.add_argument("--logs", default=None, help="folder for the runs' logs (default: a temporary one)")
     parser.add_argument("--json", default=None, help="write the results here (rewritten after each path)")
     args = parser.parse_args(argv)
@@ -123,8 +132,12 @@ def main(argv=None):
     record["fast"] = timed_run(args, "fast", args.epochs, FAST, log_dir)
     write(args.json, record)
     print(table(record["fast"]))
-    print(f"fast: {record['fast']['wall_seconds']:.1f} s from the command to results.json", flush=True)
-    if args.reference_epochs:
+    fast = record["fast"]
+    print(f"fast: {fast['wall_seconds']:.1f} s from the command to results.json"
+          + ("" if fast["finished"] else f" (stopped by --timeout after {len(fast['tasks'])} tasks)"), flush=True)
+    if args.reference_epochs and not fast["finished"]:
+        print("reference: not run, the fast run did not finish (its extrapolation needs every task)")
+    elif args.reference_epochs:
         record["reference"] = timed_run(args, "reference", args.reference_epochs, REFERENCE, log_dir)
         record["reference_extrapolated"] = extrapolate(record["reference"], record["fast"])
         ratio = record["reference_extrapolated"]["wall_seconds"] / record["fast"]["wall_seconds"]
