@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytorch_lightning as pl
+
 from nanodet.continual import ContinualRunner, build_method, parse_scenario
 from nanodet.util import read_config
 
@@ -29,3 +31,14 @@ def tiny_runner(data_dir, run_dir, method="naive", epochs=1, callbacks=(), scena
     return ContinualRunner(cfg, parse_scenario(scenario, cfg.class_names), build_method(method, **settings),
                            run_dir=run_dir, seed=seed, progress_bar=False, callbacks=callbacks,
                            base_model=base_model)
+
+
+class Interrupt(pl.Callback):
+    """Stops a run at the start of one epoch of one task, as a Ctrl-C would."""
+
+    def __init__(self, task, epoch):
+        self.task, self.epoch = task, epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if module.context.index == self.task and trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt

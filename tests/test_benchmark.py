@@ -1,19 +1,17 @@
 """tools/benchmark.py trains the real methods under Lightning on the CPU, with tiny sizes, and
 reports every phase of the step; StepTimer's phases add up to the measured steps' time."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from fixtures_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("tool_benchmark", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark")
 
 
 def test_benchmark_runs_real_methods_on_both_paths_and_prints_a_row_each(tmp_path, capsys):

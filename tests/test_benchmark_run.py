@@ -1,20 +1,15 @@
 """tools/benchmark_run.py: the command a user types, and the reference's extrapolation."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from fixtures_tools import load_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("benchmark_run", ROOT / "tools" / "benchmark_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark_run")
 
 
 def test_the_command_is_the_entry_point_with_the_paths_settings(tool, tmp_path):

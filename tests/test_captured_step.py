@@ -6,11 +6,10 @@ same batches, warm-up, schedule, clipping and step count must give the same weig
 """
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 import fixtures_continual  # noqa: I001 - tests/ is on sys.path (conftest)
-from fixtures_continual import TWO_TASKS, tiny_cfg
+from fixtures_continual import TWO_TASKS, Interrupt, tiny_cfg
 from nanodet.continual import ContinualRunner, build_method, parse_scenario
 from nanodet.trainer import captured_step
 from nanodet.trainer.captured_step import GT_ROWS_MULTIPLE, CapturedTrainingStep, StaticBatch, batch_key
@@ -24,17 +23,6 @@ def run_two_tasks(data_dir, run_dir, method, cuda_graph, epochs=2, callbacks=())
                              run_dir=run_dir, seed=7, progress_bar=False, callbacks=callbacks)
     results = runner.run()
     return results, torch.load(run_dir / "task_1" / "model.pth", weights_only=True)
-
-
-class Interrupt(pl.Callback):
-    """Stops the run at the start of one epoch of one task, as a Ctrl-C would."""
-
-    def __init__(self, task, epoch):
-        self.task, self.epoch = task, epoch
-
-    def on_train_epoch_start(self, trainer, module):
-        if module.context.index == self.task and trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture

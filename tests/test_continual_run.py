@@ -13,7 +13,7 @@ from nanodet.continual.runner import RunError
 from nanodet.util import CfgNode
 
 import fixtures_continual  # noqa: I001 - tests/ is on sys.path (conftest)
-from fixtures_continual import TWO_TASKS as SCENARIO, tiny_runner
+from fixtures_continual import TWO_TASKS as SCENARIO, Interrupt, tiny_runner
 
 
 def tiny_cfg(tmp_path, epochs=1):
@@ -101,17 +101,6 @@ def test_other_settings_in_the_same_directory_are_refused(finished_run):
         cfg = tiny_cfg(tmp_path)
         ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"),
                         run_dir=tmp_path / "run", seed=8, progress_bar=False).run()
-
-
-class Interrupt(pl.Callback):
-    """Stops training at the start of a given epoch of a given task, like a killed process."""
-
-    def __init__(self, task, epoch):
-        self.task, self.epoch = task, epoch
-
-    def on_train_epoch_start(self, trainer, module):
-        if module.context.index == self.task and trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_resume_between_tasks(tmp_path):

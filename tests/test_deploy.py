@@ -1,7 +1,6 @@
 """Edge deployment: MAC counts, ONNX export, int8 quantization, offline pretrained weights."""
 
 import importlib.metadata
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from nanodet.model.complexity import count_macs, model_complexity, sum_parts
 from nanodet.trainer import TrainingTask, build_trainer
 from nanodet.trainer.builders import build_dataloader
 from nanodet.util import read_config
+from fixtures_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,13 +74,6 @@ def test_model_complexity_lists_the_training_only_aux_head():
     parts = model_complexity(build_model(cfg.model), (64, 64))
     assert list(parts) == ["backbone", "fpn", "head", "aux_fpn", "aux_head"]
     assert parts["aux_fpn"]["macs"] == parts["fpn"]["macs"]  # a copy of the main neck
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_flops_tool_prints_every_part_and_the_totals(capsys):

@@ -1,6 +1,5 @@
 """Training end to end on the CPU: tools/train.py, checkpoints, resume, tools/test.py, tools/inference.py."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,15 +11,9 @@ from nanodet.trainer.builders import resolve_devices, resolve_precision
 from nanodet.trainer.task import warmup_factor
 from nanodet.util import CfgNode, CheckpointError, load_model_weight, read_checkpoint, read_config
 from fixtures_lightning import TinyModule, bare_trainer
+from fixtures_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_overrides(tmp_path, epochs=2):
