@@ -4,20 +4,61 @@ Accepted files: a Lightning checkpoint (``state_dict`` with ``model.`` keys, and
 keys when an EMA was trained: those are the weights upstream evaluates, so they win), upstream's
 ``nanodet_model_best.pth`` (``{"state_dict": ...}`` without prefix), or a plain state dict; a
 ``module.`` prefix from DataParallel is stripped too.
+
+No file is unpickled with code execution: every one is read by ``safe_load`` (torch's
+``weights_only`` loader: tensors, plain containers, numbers and strings), which also admits
+numeric numpy arrays and upstream NanoDet's config node (read as an OrderedDict). A file holding
+anything else is refused with its name and the object it asked for.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 
 from .logger import get_logger
 
 
+_NUMERIC_DTYPES = (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)
+# What ``safe_load`` admits besides torch's own allow-list. Numpy arrays are rebuilt from their
+# bytes (object arrays are not admitted: their dtype is not listed); numpy 1 wrote the rebuilder
+# under its old module name.
+SAFE_GLOBALS = [
+    np.ndarray, np.dtype, *(type(np.dtype(t)) for t in _NUMERIC_DTYPES),
+    np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    # Upstream NanoDet's config node (a dict subclass) comes out as an OrderedDict: the same keys
+    # and values, none of its behaviour.
+    (OrderedDict, "nanodet.util.yacs.CfgNode"),
+    (OrderedDict, "yacs.config.CfgNode"),
+]
+
+
 class CheckpointError(RuntimeError):
-    """A checkpoint file that is missing, unreadable or does not fit the model."""
+    """A checkpoint file that is missing, unreadable, refused or does not fit the model."""
+
+
+def safe_load(path: str | Path, what: str = "checkpoint"):
+    """``torch.load`` that never runs code from the file (see the module docstring)."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch words every failure of its restricted loader alike; a refused object names itself.
+        refused = re.search(r"GLOBAL (\S+) was not an allowed global|(?:build|SETITEMS?) .*but got <class '([^']+)'>",
+                            str(err))
+        if refused is None:  # not a pickle of ours at all (text, truncated): the caller says so
+            raise
+        culprit = next(g for g in refused.groups() if g)
+        raise CheckpointError(
+            f"{path}: refused: this {what} holds Python objects beyond tensors and plain containers ({culprit}), "
+            "and loading them could run code. Save only state dicts and plain data in it") from None
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -26,7 +67,9 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         # Lightning checkpoints carry the config (plain containers); our own files only tensors.
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return safe_load(path)
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ...data.collate import collate_and_pad
 from ...trainer.builders import build_train_loader
+from ...util.check_point import safe_load
 from ...util.io import atomic_torch_save
 from .base import student_forward, with_ground_truth
 from .frozen_backbone import FrozenBackbone
@@ -106,7 +107,7 @@ class LatentReplay(FrozenBackbone, Replay):
         path = Path(task_dir) / "latent_buffer.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the latent buffer of a finished task is missing")
-        stored = torch.load(path, map_location="cpu", weights_only=False)
+        stored = safe_load(path, what="latent buffer")
         self.latents = {tuple(int(x) for x in k.split(":")): v for k, v in stored["latents"].items()}
         self._device_buffer = None
 
