@@ -14,7 +14,7 @@ import torchvision
 from nanodet.data.synthetic import SyntheticSpec, generate
 from nanodet.deploy.onnx_eval import build_dataset_at_size, evaluate_onnx, onnx_session
 from nanodet.deploy.onnx_export import export_onnx, max_abs_difference
-from nanodet.deploy.quantize import calibration_reader, initializer_bytes, quantize_onnx
+from nanodet.deploy.quantize import calibration_chunk, calibration_reader, initializer_bytes, quantize_onnx
 from nanodet.evaluator import build_evaluator
 from nanodet.model.arch import build_model
 from nanodet.model.backbone import MobileNetV2, pretrained
@@ -261,3 +261,17 @@ def test_synthetic_mbv2_config_builds_with_matching_neck_channels():
         preds = model(torch.zeros(1, 3, 64, 64))
     assert preds.shape == (1, 64 + 16 + 4 + 1, 20 + 4 * 8)
     assert read_config(ROOT / "cfg/synthetic_mbv2.yml").model.arch.backbone.pretrain is True
+
+
+@pytest.mark.parametrize("count", [1, 2, 15, 16, 32, 240, 241])
+def test_calibration_folds_never_leave_onnxruntime_an_empty_last_fold(count):
+    chunk = calibration_chunk(count)
+    assert 2 <= chunk <= 16 and (count < chunk or count % chunk)
+
+
+def test_sixteen_calibration_images_quantize(trained_tiny):
+    """onnxruntime's MinMax calibrator said "No data is collected" for 16 images with folds of 16."""
+    _, model, dataset, tmp_path = trained_tiny
+    fp32 = export_onnx(model, tmp_path / "tiny16.onnx", (64, 64))
+    sixteen = dataset.with_records(dataset.records * 8)
+    assert quantize_onnx(fp32, tmp_path / "tiny16_int8.onnx", calibration_reader(fp32, sixteen, 16)).is_file()

@@ -47,7 +47,7 @@ from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer.builders import FreezeLongLivedObjects, build_trainer  # noqa: E402
 from nanodet.trainer.compile import compile_mode  # noqa: E402
 from nanodet.trainer.step_timer import PHASES, StepTimer  # noqa: E402
-from nanodet.util.cli import add_config_override_arg  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, run_main  # noqa: E402
 from nanodet.util.config import read_config  # noqa: E402
 from nanodet.util.io import atomic_write_json  # noqa: E402
 
@@ -260,4 +260,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

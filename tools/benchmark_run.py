@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nanodet.util.cli import run_main  # noqa: E402
 from nanodet.util.io import atomic_write_json  # noqa: E402
 
 ENTRY_POINTS = {"naive": "naive.py", "replay": "replay.py", "latent_replay": "replay.py", "lwf": "lwf.py",
@@ -166,4 +167,4 @@ def write(path, record):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

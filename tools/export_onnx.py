@@ -20,7 +20,7 @@ from nanodet.deploy.onnx_export import (DEFAULT_OPSET, dataset_images, export_on
                                         max_abs_difference)
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 
 
 def main(argv=None):
@@ -66,4 +66,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ from nanodet.continual.methods import METHODS, TaskContext, build_method  # noqa
 from nanodet.continual.scenario import parse_scenario  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.model.complexity import INFERENCE_PARTS, model_complexity, sum_parts  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 
 PART_LABELS = {"backbone": "backbone", "fpn": "neck (fpn)", "head": "head",
                "aux_fpn": "aux neck (training only)", "aux_head": "aux head (training only)"}
@@ -81,4 +81,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

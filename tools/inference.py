@@ -18,7 +18,7 @@ from nanodet.data.collate import collate_and_pad  # noqa: E402
 from nanodet.data.transform import Pipeline  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -111,4 +111,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nanodet.util.cli import run_main  # noqa: E402
 from nanodet.data.synthetic import OBJECT_CLASSES, SyntheticSpec, generate  # noqa: E402
 
 
@@ -52,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,7 @@ from nanodet.deploy.onnx_eval import build_dataset_at_size, evaluate_onnx, onnx_
 from nanodet.deploy.quantize import calibration_reader, initializer_bytes, quantize_onnx  # noqa: E402
 from nanodet.evaluator import build_evaluator  # noqa: E402
 from nanodet.model.head import build_head  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 
 
 def describe_size(path) -> str:
@@ -75,4 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from nanodet.util.cli import run_main  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer import compile as compiling  # noqa: E402
 from nanodet.trainer.captured_step import CapturedTrainingStep, lr_as_tensors  # noqa: E402
@@ -137,4 +138,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

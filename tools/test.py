@@ -16,15 +16,17 @@ import torch  # noqa: E402
 from nanodet.data.dataset import build_dataset  # noqa: E402
 from nanodet.evaluator import build_evaluator  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
+from nanodet.trainer.builders import resolve_devices  # noqa: E402
 from nanodet.trainer.evaluate import evaluate_model  # noqa: E402
 from nanodet.util import CheckpointError, atomic_write_json, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 
 
 def pick_device(name):
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The evaluation device: ``--device`` read as the training commands read it (a GPU asked for
+    on a machine without one: a warning and the CPU), or CUDA when there is one."""
+    accelerator, devices = resolve_devices(None, name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
 
 
 def main(argv=None):
@@ -53,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -16,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pytorch_lightning as pl  # noqa: E402
 import yaml  # noqa: E402
 
-from nanodet.data.dataset import build_dataset  # noqa: E402
+from nanodet.data.dataset import build_dataset, check_images  # noqa: E402
 from nanodet.evaluator import build_evaluator  # noqa: E402
 from nanodet.trainer import TrainingTask, build_dataloader, build_trainer  # noqa: E402
 from nanodet.util import add_log_file, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args  # noqa: E402
+from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 from nanodet.util.io import atomic_write_text  # noqa: E402
 
 
@@ -45,8 +45,12 @@ def main(argv=None):
     if args.seed is not None:
         pl.seed_everything(args.seed, workers=True)
 
-    train_dataset = build_dataset(cfg.data.train, "train", class_names=cfg.class_names)
-    val_dataset = build_dataset(cfg.data.val, "val", class_names=cfg.class_names)
+    # Every image checked (decoded once, in threads) before anything trains.
+    skip, workers = bool(cfg.data.get("skip_bad_images")), max(cfg.device.workers_per_gpu, 1)
+    train_dataset = check_images(build_dataset(cfg.data.train, "train", class_names=cfg.class_names), "training",
+                                 skip=skip, workers=workers)
+    val_dataset = check_images(build_dataset(cfg.data.val, "val", class_names=cfg.class_names), "validation",
+                               skip=skip, workers=workers)
     logger.info("train images: %d, val images: %d", len(train_dataset), len(val_dataset))
     task = TrainingTask(cfg, build_evaluator(cfg.evaluator, val_dataset))
     if cfg.schedule.load_model:
@@ -67,4 +71,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..util.cli import add_config_override_arg, config_from_args
-from ..util.config import ConfigError
+from ..util.cli import USER_ERRORS, add_config_override_arg, config_from_args, describe_error
 from .methods import build_method
 from .runner import ContinualRunner, RunError
 from .scenario import ScenarioError, parse_scenario
@@ -64,6 +63,7 @@ def main(method: str, argv=None, description: str = "", options=(), method_for_a
     parser = build_parser(method, description)
     for flag in (*options, *COMMON_OPTIONS):
         parser.add_argument(flag, dest=OPTIONS[flag][0], **OPTIONS[flag][1])
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback, not one line")
     if method_for_args:
         parser.add_argument("--latent", action="store_true",
                             help="Latent Replay: store frozen-backbone feature maps instead of images")
@@ -83,5 +83,7 @@ def main(method: str, argv=None, description: str = "", options=(), method_for_a
             progress_bar=not args.no_progress_bar, base_model=args.base_model,
         )
         return runner.run()
-    except (ConfigError, ScenarioError, RunError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except (*USER_ERRORS, ScenarioError, RunError) as err:
+        if args.debug:
+            raise
+        raise SystemExit(f"error: {describe_error(err)}") from None

@@ -160,6 +160,7 @@ class ContinualRunner:
         accelerator, devices = resolve_devices(self.cfg.device.gpu_ids, self.device)
         eval_device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
         data = TaskData(self.cfg, self.scenario)
+        data.full_train, data.full_val  # every image a run reads, checked before anything trains
         pl.seed_everything(self.seed, workers=True, verbose=False)  # the initial weights too
         model = build_model(self.cfg.model)
         entries = []

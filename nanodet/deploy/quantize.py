@@ -100,11 +100,21 @@ def quantize_onnx(fp32_path, int8_path, reader, keep_head_output_fp32: bool = Fa
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod[calibrate_method], nodes_to_exclude=exclude,
-            # MinMax folds its ranges every 16 images instead of keeping every activation of
+            # MinMax folds its ranges every few images instead of keeping every activation of
             # every calibration image in memory (gigabytes at 320x320).
-            extra_options={"CalibMaxIntermediateOutputs": 16},
+            extra_options={"CalibMaxIntermediateOutputs": calibration_chunk(len(reader) if hasattr(reader, "__len__")
+                                                                            else None)},
         )
     return int8_path
+
+
+def calibration_chunk(count: int | None, preferred: int = 16) -> int:
+    """Images per MinMax fold. onnxruntime's calibrator fails with "No data is collected" when the
+    number of images is a multiple of it (its last fold is empty), so the largest size up to
+    ``preferred`` that leaves a remainder is taken."""
+    if count is None:
+        return preferred
+    return next(chunk for chunk in range(preferred, 1, -1) if count < chunk or count % chunk)
 
 
 def initializer_bytes(onnx_path) -> dict:

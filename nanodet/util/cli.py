@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import sys
 
-from .config import CfgNode, read_config
+from .check_point import CheckpointError
+from .config import CfgNode, ConfigError, read_config
+
+# What a user's input can cause (a bad config, value, checkpoint or file): one line, not a traceback.
+USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
+
+
+def describe_error(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"no space left on the device{where}; free some and re-run (finished work is kept)"
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        return f"{err.filename}: {err.strerror or err}"
+    return str(err)
+
+
+def run_main(main, argv=None, errors=()):
+    """Run a command's ``main(argv)``: a user's mistake (``USER_ERRORS``, ``errors``, a full disk)
+    ends in one ``error: ...`` line and a non-zero exit; ``--debug`` anywhere keeps the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        return main([a for a in argv if a != "--debug"])
+    except (*USER_ERRORS, *errors, OSError) as err:
+        disk_full = isinstance(err, OSError) and err.errno == errno.ENOSPC
+        if debug or not (isinstance(err, (*USER_ERRORS, *errors)) or disk_full):
+            raise
+        raise SystemExit(f"error: {describe_error(err)}") from None
 
 
 def add_config_override_arg(parser: argparse.ArgumentParser):

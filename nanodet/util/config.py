@@ -97,7 +97,9 @@ DEFAULTS: dict[str, Any] = {
     "config_path": None,  # set by the loader: the file this config came from
     "class_names": [],
     "model": {"arch": None, "weight_averager": None},
-    "data": {"train": None, "val": None},
+    # skip_bad_images: leave out (with a warning) the images that fail the check before training
+    # (missing, empty, not decodable, another size than annotated) instead of stopping
+    "data": {"train": None, "val": None, "skip_bad_images": False},
     "device": {
         "gpu_ids": -1,  # -1: CPU; a list of CUDA device indices otherwise
         "workers_per_gpu": 4,

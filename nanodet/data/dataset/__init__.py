@@ -3,7 +3,7 @@
 import copy
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .base import AnnotationError, BaseDataset, ImageRecord, filter_records
+from .base import AnnotationError, BaseDataset, ImageError, ImageRecord, check_images, filter_records
 from .coco import CocoDataset
 from .synthetic import SyntheticDataset
 from .xml_dataset import XMLDataset

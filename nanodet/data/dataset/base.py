@@ -11,6 +11,7 @@ import logging
 import os
 import random
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
@@ -27,6 +28,48 @@ MODES = ("train", "val", "test")
 
 class AnnotationError(ValueError):
     """An annotation file that cannot be used; the message names the file (and line or value)."""
+
+
+class ImageError(ValueError):
+    """Images a run would read that cannot be used; the message lists them and why."""
+
+
+def image_problem(dataset, record) -> Optional[str]:
+    """Why the record's image cannot be used (missing, empty, not decodable, another size than
+    its annotation says), or None."""
+    path = os.path.join(dataset.img_path, record.file_name)
+    if not os.path.isfile(path):
+        return "missing"
+    if os.path.getsize(path) == 0:
+        return "empty file"
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        return "not a decodable image"
+    height, width = img.shape[:2]
+    if (height, width) != (int(record.height), int(record.width)):
+        return f"{width}x{height} pixels, annotated {int(record.width)}x{int(record.height)}"
+    return None
+
+
+def check_images(dataset, split: str, skip: bool = False, workers: int = 8):
+    """Every image of ``dataset`` decoded once, in threads, before anything trains: a dataset
+    with a bad image raises one ``ImageError`` listing them (``split`` names its config node), or,
+    with ``skip``, comes back without them and a warning."""
+    records = list(dataset.records)
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL while decoding
+        problems = list(pool.map(lambda r: image_problem(dataset, r), records))
+    bad = [(r, why) for r, why in zip(records, problems) if why]
+    if not bad:
+        return dataset
+    shown = "; ".join(f"{r.file_name} ({why})" for r, why in bad[:10])
+    listing = shown + (f"; ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+    if not skip:
+        raise ImageError(f"{dataset.img_path}: {len(bad)} of {len(records)} {split} images cannot be used: "
+                         f"{listing}. Fix or remove them, or set data.skip_bad_images: true to leave them out")
+    logger.warning("%s: leaving out %d of %d %s images (data.skip_bad_images): %s", dataset.img_path, len(bad),
+                   len(records), split, listing)
+    kept = {id(r) for r, why in zip(records, problems) if not why}
+    return dataset.with_records([r for r in records if id(r) in kept])
 
 
 @dataclasses.dataclass

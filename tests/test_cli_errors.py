@@ -1,0 +1,70 @@
+"""A user's mistake ends a command with one `error:` line naming the file, key or value;
+`--debug` keeps the traceback."""
+
+import errno
+
+import pytest
+
+from nanodet.util import CheckpointError
+from nanodet.util.cli import run_main
+from fixtures_tools import load_tool
+
+
+def test_a_tools_config_error_is_one_line_naming_the_file():
+    with pytest.raises(SystemExit, match=r"^error: config file not found: cfg/no_such\.yml$"):
+        run_main(load_tool("test").main, ["cfg/no_such.yml", "--model", "m.pth"])
+
+
+def test_a_missing_checkpoint_is_one_line():
+    with pytest.raises(SystemExit, match=r"^error: checkpoint not found: .*nothing\.pth$"):
+        run_main(load_tool("test").main, ["cfg/demo.yml", "--model", "nothing.pth"])
+
+
+def test_debug_shows_the_exception_itself():
+    from nanodet.util import ConfigError
+
+    with pytest.raises(ConfigError, match="config file not found"):
+        run_main(load_tool("test").main, ["cfg/no_such.yml", "--model", "m.pth", "--debug"])
+
+
+def test_a_refused_checkpoint_raised_inside_a_command_is_one_line(tmp_path):
+    def load(argv):
+        raise CheckpointError(f"{tmp_path / 'evil.pth'}: refused: this checkpoint holds Python objects")
+
+    with pytest.raises(SystemExit, match=r"^error: .*evil\.pth: refused"):
+        run_main(load, [])
+
+
+def test_a_full_disk_says_so_and_other_system_errors_keep_their_traceback():
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/model.pth")
+
+    with pytest.raises(SystemExit, match="no space left on the device writing runs/x/model.pth"):
+        run_main(full, [])
+
+    def broken_pipe(argv):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        run_main(broken_pipe, [])
+
+
+def test_a_continual_entry_points_checkpoint_error_is_one_line(tmp_path):
+    from nanodet.continual.cli import main
+
+    with pytest.raises(SystemExit, match=r"^error: --base-model .*missing\.pth: no such file"):
+        main("naive", ["--task", "15p1", "--cfg", "cfg/demo.yml", "--base-model", str(tmp_path / "missing.pth"),
+                       "--out", str(tmp_path / "run")])
+
+
+def test_tools_test_asked_for_a_gpu_without_one_warns_and_uses_the_cpu(monkeypatch, caplog):
+    import torch
+
+    from nanodet.util import get_logger
+
+    monkeypatch.setattr(get_logger(), "propagate", True)  # to caplog
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_tool("test").pick_device("cuda").type == "cpu"
+    assert "CUDA is not available" in caplog.text
+    with pytest.raises(ValueError, match="--device 'tpu'"):
+        load_tool("test").pick_device("tpu")
