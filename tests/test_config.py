@@ -147,3 +147,26 @@ def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override,
 def test_compile_modes_are_accepted():
     for mode in ("false", "true", "reduce-overhead"):
         read_config(ROOT / "cfg/demo.yml", [f"device.compile={mode}"])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("schedule.total_epochs", "ten", "schedule.total_epochs must be a number of epochs >= 1, got 'ten'"),
+    ("device.batchsize_per_gpu", -4, "device.batchsize_per_gpu must be a number of images >= 1, got -4"),
+    ("device.workers_per_gpu", 1.5, "device.workers_per_gpu must be a number of processes >= 0, got 1.5"),
+    ("schedule.warmup.steps", True, "schedule.warmup.steps must be a number of steps >= 0, got True"),
+    ("grad_clip", -1, "grad_clip must be a gradient norm"),
+])
+def test_known_numbers_are_checked_at_load_naming_file_key_and_value(key, value, message):
+    with pytest.raises(ConfigError, match=f"demo.yml.*: {message}"):
+        read_config(ROOT / "cfg/demo.yml", [f"{key}={value}"])
+
+
+def test_no_gradient_clipping_is_a_null_grad_clip():
+    assert read_config(ROOT / "cfg/demo.yml", ["grad_clip=null"]).grad_clip is None
+
+
+def test_an_empty_config_says_what_it_lacks(tmp_path):
+    empty = tmp_path / "empty.yml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty.yml: no 'model.arch' section"):
+        read_config(empty)

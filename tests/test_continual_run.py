@@ -227,3 +227,29 @@ def test_a_run_stopped_while_scoring_resumes_by_scoring_not_training(tmp_path, m
     assert counter.trained == [1]  # task 0 was only scored
     assert results["finished"] and results["per_task"][0]["mAP"] is not None
     assert "task 0 already trained: scoring its saved detections" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_a_second_process_on_a_run_directory_is_refused_naming_the_holder(tmp_path):
+    import os
+
+    from nanodet.continual.runner import run_dir_lock
+
+    with run_dir_lock(tmp_path / "run"):  # as another process would hold it
+        with pytest.raises(RunError, match=f"is in use by process {os.getpid()} on "):
+            make_runner(tmp_path).run()
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_failed_start_does_not_block_a_corrected_rerun_with_other_settings(tmp_path, monkeypatch):
+    import nanodet.continual.runner as runner_module
+
+    def no_data(self):
+        raise RunError("the data could not be read")
+
+    monkeypatch.setattr(runner_module.ContinualRunner, "_mark_started", no_data)  # fails where a bad image would
+    with pytest.raises(RunError):
+        make_runner(tmp_path, seed=1).run()
+    monkeypatch.undo()
+    assert not (tmp_path / "run" / "run.json").exists()
+    results = make_runner(tmp_path, seed=2).run()  # other settings: accepted, nothing had started
+    assert results["finished"] and results["seed"] == 2

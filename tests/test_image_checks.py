@@ -56,3 +56,4 @@ def test_a_run_stops_on_a_bad_test_image_before_its_first_step(tmp_path):
     with pytest.raises(ImageError, match=f"{bad.file_name} \\(not a decodable image\\)"):
         runner.run()
     assert not list((tmp_path / "run").glob("task_*"))  # nothing trained
+    assert not (tmp_path / "run" / "run.json").exists()  # so a corrected re-run is free to start

@@ -22,8 +22,11 @@ the next task has trained.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import socket
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -61,6 +64,39 @@ def wait_for_rank_zero():
 
 class RunError(RuntimeError):
     """A run directory that cannot be resumed as asked."""
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path, enabled: bool = True):
+    """An exclusive lock on a run directory while a run uses it, so that a second process on the
+    same directory stops at once with who holds it (POSIX ``flock``, released with the process
+    however it ends; no lock where the platform has none)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if not enabled or fcntl is None:
+        yield
+        return
+    with open(run_dir / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RunError(f"{run_dir} is in use by {holder}: wait for it to end, or give another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def default_run_dir(cfg, scenario: Scenario, method: ContinualMethod) -> Path:
@@ -127,16 +163,19 @@ class ContinualRunner:
         }
 
     def _prepare_run_dir(self):
+        """Check the directory's settings against ours (under the run's lock); run.json itself is
+        written once the run has really started (``_mark_started``), so a failed start never
+        blocks a corrected re-run."""
         if not is_rank_zero():  # other DDP ranks only follow rank 0's directory
             return
-        if self.restart and self.run_dir.exists():
-            self.logger.info("--restart: removing %s", self.run_dir)
-            shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        settings = json.loads(json.dumps(self.settings(), default=str))
+        if self.restart:
+            self.logger.info("--restart: removing what %s holds", self.run_dir)
+            for child in self.run_dir.iterdir():
+                if child.name != LOCK_NAME:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         marker = self.run_dir / "run.json"
         if marker.is_file():
-            previous = json.loads(marker.read_text())
+            settings, previous = self._settings_json(), json.loads(marker.read_text())
             differing = sorted(k for k in set(settings) | set(previous)
                                if settings.get(k) != previous.get(k) and k != "config")
             if differing:
@@ -144,23 +183,31 @@ class ContinualRunner:
                     f"{self.run_dir} holds a run with other settings (they differ in: {', '.join(differing)}); "
                     f"re-run with --restart to start over, or --out to use another directory"
                 )
-        else:
-            atomic_write_json(marker, settings)
+
+    def _settings_json(self) -> dict:
+        return json.loads(json.dumps(self.settings(), default=str))
+
+    def _mark_started(self):
+        marker = self.run_dir / "run.json"
+        if is_rank_zero() and not marker.is_file():
+            atomic_write_json(marker, self._settings_json())
 
     # ------------------------------------------------------------------ the sequence
     def run(self) -> dict:
-        self._prepare_run_dir()
-        handler = add_log_file(self.run_dir / "run.log")
-        try:
-            return self._run()
-        finally:
-            remove_log_file(handler)
+        with run_dir_lock(self.run_dir, enabled=is_rank_zero()):
+            self._prepare_run_dir()
+            handler = add_log_file(self.run_dir / "run.log")
+            try:
+                return self._run()
+            finally:
+                remove_log_file(handler)
 
     def _run(self) -> dict:
         accelerator, devices = resolve_devices(self.cfg.device.gpu_ids, self.device)
         eval_device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
         data = TaskData(self.cfg, self.scenario)
         data.full_train, data.full_val  # every image a run reads, checked before anything trains
+        self._mark_started()
         pl.seed_everything(self.seed, workers=True, verbose=False)  # the initial weights too
         model = build_model(self.cfg.model)
         entries = []

@@ -221,6 +221,32 @@ def _check_plain(node, schema: Mapping, path: str, source: str):
             _check_plain(value, schema[key], key_path, source)
 
 
+# Known numbers, checked at load so that a wrong one is named there and not met deep in training:
+# (dotted key, type, minimum, what it counts).
+NUMBERS = (
+    ("device.batchsize_per_gpu", int, 1, "a number of images"),
+    ("device.workers_per_gpu", int, 0, "a number of processes"),
+    ("schedule.total_epochs", int, 1, "a number of epochs"),
+    ("schedule.val_intervals", int, 1, "a number of epochs"),
+    ("schedule.warmup.steps", int, 0, "a number of steps"),
+    ("schedule.warmup.ratio", float, 0, "a factor"),
+    ("schedule.checkpoint_interval", float, 0, "a number of seconds"),
+    ("grad_clip", float, 0, "a gradient norm (or null: no clipping)"),
+    ("log.interval", int, 1, "a number of steps"),
+)
+OPTIONAL_NUMBERS = {"grad_clip"}
+REQUIRED_SECTIONS = ("model.arch", "data.train", "data.val")
+
+
+def _lookup(cfg: Mapping, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
 def validate_config(cfg: Mapping, source: str = "config"):
     """Raise ConfigError naming the first unknown key or invalid value in ``cfg``."""
     _check_plain(cfg, DEFAULTS, "", source)
@@ -229,13 +255,17 @@ def validate_config(cfg: Mapping, source: str = "config"):
         raise ConfigError(
             f"{source}: schedule.warmup.name must be one of {WARMUP_NAMES}, got {warmup.get('name')!r}"
         )
-    interval = (cfg.get("log") or {}).get("interval")
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise ConfigError(f"{source}: log.interval must be a number of steps >= 1, got {interval!r}")
-    seconds = (cfg.get("schedule") or {}).get("checkpoint_interval")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-        raise ConfigError(f"{source}: schedule.checkpoint_interval must be a number of seconds >= 0, "
-                          f"got {seconds!r}")
+    for section in REQUIRED_SECTIONS:
+        if _lookup(cfg, section) is None:
+            raise ConfigError(f"{source}: no '{section}' section; every config needs model.arch, data.train "
+                              "and data.val (see cfg/demo.yml)")
+    for key, kind, minimum, what in NUMBERS:
+        value = _lookup(cfg, key)
+        if value is None and key in OPTIONAL_NUMBERS:
+            continue
+        number = kind is float and isinstance(value, (int, float)) or isinstance(value, kind)
+        if isinstance(value, bool) or not number or value < minimum:
+            raise ConfigError(f"{source}: {key} must be {what} >= {minimum}, got {value!r}")
     gpu_augment = (cfg.get("device") or {}).get("gpu_augment")
     if gpu_augment not in (True, False, "always"):
         raise ConfigError(f"{source}: device.gpu_augment must be true, false or always, got {gpu_augment!r}")
