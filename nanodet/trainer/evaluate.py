@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from ..evaluator.detections import Detections
+from ..util.box_transform import warp_boxes
+from .builders import resolve_precision
 
 PAD_DIVISIBLE = 32  # as collate_and_pad pads evaluation batches
 
@@ -84,23 +86,9 @@ class EvalImages:
         return torch.where(inside[:, None], img, 0.0)
 
 
-def to_original_images(dets: np.ndarray, inverse: np.ndarray, widths: np.ndarray, heights: np.ndarray):
-    """``warp_boxes`` for every detection at once: ``dets [K, 4]`` through its image's inverse warp
-    ``inverse [K, 3, 3]``, the enclosing box, clipped to that image; float32."""
-    corners = np.ones((len(dets), 4, 3))
-    corners[:, :, :2] = dets[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(-1, 4, 2)
-    corners = np.einsum("kcj,kij->kci", corners, inverse.astype(np.float64))
-    xy = corners[:, :, :2] / corners[:, :, 2:3]
-    boxes = np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, widths[:, None])
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, heights[:, None])
-    return boxes.astype(np.float32)
-
-
 def inference_context(device: torch.device, precision=None):
-    """Autocast in the training precision on a GPU (bf16 or fp16 mixed); fp32 otherwise."""
-    dtype = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, 16: torch.float16, "16": torch.float16,
-             "16-mixed": torch.float16}.get(precision)
+    """Autocast in the training precision (``device.precision``) on a GPU; fp32 otherwise."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(precision, "gpu"))
     if device.type != "cuda" or dtype is None:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=dtype)
@@ -134,7 +122,7 @@ def predict_detections(model: torch.nn.Module, dataset, cfg, device: torch.devic
             image, dets, labels = image.cpu().numpy(), dets.float().cpu().numpy(), labels.cpu().numpy()
             position = start + image  # index into this dataset's records
             inverse = np.linalg.inv(images.warp_matrices[batch_rows])[image]
-            boxes = to_original_images(dets[:, :4], inverse, widths[position], heights[position])
+            boxes = warp_boxes(dets[:, :4], inverse, widths[position], heights[position])
             parts.append((ids[position], labels.astype(np.int64), boxes, dets[:, 4]))
     finally:
         model.train(was_training)

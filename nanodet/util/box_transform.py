@@ -51,21 +51,21 @@ def warp_boxes(boxes, M, width, height):
     """Apply the 3x3 perspective matrix ``M`` to ``[N, 4]`` xyxy boxes (numpy).
 
     Each box's four corners are transformed, the axis-aligned box around them is kept, and
-    it is clipped to ``[0, width] x [0, height]``. Returns float32; an empty input is
-    returned as it is.
+    it is clipped to ``[0, width] x [0, height]``. ``M`` may also be ``[N, 3, 3]`` and ``width``,
+    ``height`` ``[N]``: one per box (a whole dataset's detections mapped back at once). Returns
+    float32; an empty input is returned as it is.
     """
     n = len(boxes)
     if n == 0:
         return boxes
     boxes = np.asarray(boxes)
     # Corners in homogeneous coordinates: (x1, y1), (x2, y2), (x1, y2), (x2, y1).
-    corners = np.ones((n * 4, 3))
-    corners[:, :2] = boxes[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)
-    corners = corners @ np.asarray(M, dtype=np.float64).T
-    xy = (corners[:, :2] / corners[:, 2:3]).reshape(n, 8)
-    x = xy[:, [0, 2, 4, 6]]
-    y = xy[:, [1, 3, 5, 7]]
-    warped = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], axis=1)
-    warped[:, [0, 2]] = warped[:, [0, 2]].clip(0, width)
-    warped[:, [1, 3]] = warped[:, [1, 3]].clip(0, height)
+    corners = np.ones((n, 4, 3))
+    corners[:, :, :2] = boxes[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n, 4, 2)
+    M = np.asarray(M, dtype=np.float64)
+    corners = corners @ (M.T if M.ndim == 2 else M.transpose(0, 2, 1))
+    xy = corners[..., :2] / corners[..., 2:3]
+    warped = np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
+    warped[:, [0, 2]] = warped[:, [0, 2]].clip(0, np.reshape(width, (-1, 1)))
+    warped[:, [1, 3]] = warped[:, [1, 3]].clip(0, np.reshape(height, (-1, 1)))
     return warped.astype(np.float32)
