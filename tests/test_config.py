@@ -137,6 +137,9 @@ def test_nodes_deepcopy_and_convert_back_to_plain_dicts():
     ("schedule.checkpoint_interval=-1", r"schedule\.checkpoint_interval must be a number of seconds >= 0, got -1"),
     ("device.compile=fast", r"device\.compile: expected false, true or one of .*got 'fast'"),
     ("device.gpu_augment=sometimes", r"device\.gpu_augment must be true, false or always, got 'sometimes'"),
+    ("device.channels_last=nhwc", r"device\.channels_last must be true, false or always, got 'nhwc'"),
+    ("device.cuda_graph=2", r"device\.cuda_graph must be true, false or always, got 2"),
+    ("device.precision=fp8", r"device\.precision must be auto, 32, 16 or bf16, got 'fp8'"),
 ])
 def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -170,3 +173,25 @@ def test_an_empty_config_says_what_it_lacks(tmp_path):
     empty.write_text("")
     with pytest.raises(ConfigError, match="empty.yml: no 'model.arch' section"):
         read_config(empty)
+
+
+@pytest.mark.parametrize("name", ["synthetic.yml", "VOC.yml", "COCO.yml", "demo.yml"])
+def test_the_fast_path_is_the_default_on_a_gpu_and_the_reference_path_on_a_cpu(name, monkeypatch):
+    # The fast path matched the reference path on a GPU (docs/results/parity_joint10_h200.json):
+    # a shipped config trains with it on a CUDA device, and on a CPU exactly as before.
+    from nanodet.trainer.builders import on_this_device, resolve_precision
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: True)
+    device = read_config(ROOT / "cfg" / name).device
+    assert resolve_precision(device.precision, "gpu") == "bf16-mixed"
+    assert resolve_precision(device.precision, "cpu") == "32-true"
+    for switch in ("gpu_augment", "channels_last", "cuda_graph"):
+        assert on_this_device(device[switch], "cuda:0"), switch
+        assert not on_this_device(device[switch], "cpu"), switch
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: False)  # e.g. a V100
+    assert resolve_precision(device.precision, "gpu") == "32-true"
+    # Each switch can still be turned off, or forced onto a CPU for checks.
+    assert not on_this_device(False, "cuda") and on_this_device("always", "cpu")
+    assert resolve_precision(32, "gpu") == "32-true"
+

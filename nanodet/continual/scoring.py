@@ -12,11 +12,13 @@ core, they are computed in place.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..evaluator.detections import Detections
@@ -59,6 +61,13 @@ def load_detections(path) -> Detections:
         return Detections(*(data[name] for name in Detections._fields))
 
 
+def _yield_to_training():
+    """The worker runs at a lower priority on one thread: the training loop beside it is bound by
+    the host, so a scorer taking its cores would slow every step."""
+    os.nice(10)
+    torch.set_num_threads(1)
+
+
 class TaskScorer:
     """Runs ``score_task`` in one worker process (``background``) or in place; ``submit`` returns a
     future either way. The worker is started with ``spawn``: a fork would copy a process that holds
@@ -67,7 +76,8 @@ class TaskScorer:
     def __init__(self, background: bool):
         self._pool = None
         if background:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_yield_to_training)
 
     def submit(self, *args) -> Future:
         if self._pool is not None:

@@ -7,6 +7,7 @@ import time
 import torch
 
 from ..trainer import compile as compiling
+from ..trainer.builders import on_this_device
 from ..trainer.task import TrainingTask
 from .methods.base import ContinualMethod, TaskContext
 
@@ -44,7 +45,7 @@ class ContinualTask(TrainingTask):
 
     def on_fit_start(self):
         super().on_fit_start()
-        channels_last = self.cfg.device.get("channels_last")
+        channels_last = on_this_device(self.cfg.device.get("channels_last"), self.device)
         self.method.to(self.device, torch.channels_last if channels_last else torch.preserve_format)
         if self.compile_mode and self.method.teacher is not None:  # its own compiled parts
             self._compiled_parts += compiling.compile_detector(self.method.teacher.model, self.compile_mode)

@@ -703,7 +703,9 @@ class GpuBatchLoader:
         n = len(self.cache)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         order = order[self.rank::self.world_size][:self._num_images()]
-        order_on_cache = order.to(self.cache.images.device)  # one copy per epoch
+        # One copy per epoch, not waiting for the GPU (a pageable copy would wait for every queued step).
+        device = self.cache.images.device
+        order_on_cache = order.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else order
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield order[start:start + self.batch_size], order_on_cache[start:start + self.batch_size]
 

@@ -61,13 +61,25 @@ def resolve_devices(gpu_ids, device: str | None = None):
 
 
 def resolve_precision(precision, accelerator: str) -> str:
+    """Lightning's precision for ``device.precision`` on ``accelerator`` ("gpu" or "cpu"). ``auto``,
+    the default: bf16 autocast on a GPU that has it, fp32 on a CPU (today's path there)."""
+    if precision == "auto":
+        bf16 = accelerator == "gpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16-mixed" if bf16 else "32-true"
     if precision not in PRECISIONS:
-        raise ValueError(f"device.precision: expected one of 32, 16, bf16; got {precision!r}")
+        raise ValueError(f"device.precision: expected auto, 32, 16 or bf16; got {precision!r}")
     resolved = PRECISIONS[precision]
     if accelerator == "cpu" and resolved == "16-mixed":
         get_logger().warning("fp16 mixed precision needs a GPU: using bf16-mixed on the CPU")
         return "bf16-mixed"
     return resolved
+
+
+def on_this_device(setting, device) -> bool:
+    """Whether a fast-path switch (``device.gpu_augment``, ``channels_last``, ``cuda_graph``) is on
+    for ``device``: ``true`` on a CUDA device only, so a CPU keeps the reference path;
+    ``always`` on a CPU too (to check there that both paths train alike)."""
+    return setting == "always" or (bool(setting) and torch.device(device).type == "cuda")
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -114,15 +126,14 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
     batch augmentation on a CPU too, to check on one that both paths train alike. ``batch_sampler``
     (lists of dataset indices) replaces the shuffled order on either path."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
-    gpu_augment = cfg.device.get("gpu_augment")
-    if not (gpu_augment == "always" or (gpu_augment and torch.device(device).type == "cuda")):
+    if not on_this_device(cfg.device.get("gpu_augment"), device):
         return build_dataloader(dataset, cfg, train=True, batch_size=batch_size, batch_sampler=batch_sampler)
     from ..data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader
 
     rank, world = distributed_rank()
     cache = DecodedImageCache(dataset, device=device, workers=max(cfg.device.workers_per_gpu, 1))
     augment = GpuBatchAugment(dataset.pipeline_cfg, dataset.input_size, dataset.keep_ratio, device=device,
-                              channels_last=bool(cfg.device.get("channels_last")))
+                              channels_last=on_this_device(cfg.device.get("channels_last"), device))
     return GpuBatchLoader(cache, augment, batch_size, shuffle=True, drop_last=len(dataset) > batch_size,
                           seed=seed, rank=rank, world_size=world, batch_sampler=batch_sampler)
 
@@ -157,6 +168,20 @@ class LastEpochCheckpoint(ModelCheckpoint):
         if trainer.strategy.broadcast(due, src=0):
             super().on_train_epoch_end(trainer, pl_module)
             self._written_at = time.monotonic()
+
+
+class LossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with the newest training loss of the module's ``readout``
+    (nanodet/trainer/readout.py), which never waits for the GPU; a loss logged for the bar would
+    be turned into a number after every batch, waiting for the GPU each time."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        readout = getattr(pl_module, "readout", None)
+        reading = readout.newest() if readout is not None else None
+        if reading is not None and "loss" in reading.values:
+            metrics["loss"] = round(reading.values["loss"], 4)
+        return metrics
 
 
 class FreezeLongLivedObjects(pl.Callback):
@@ -225,7 +250,7 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
     all_callbacks = [last, best] if save_best else [last]
     all_callbacks += [*([FreezeLongLivedObjects()] if freeze_gc else []), *callbacks]
     if enable_progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=10))
+        all_callbacks.append(LossProgressBar(refresh_rate=10))
     return pl.Trainer(
         default_root_dir=save_dir,
         accelerator=accelerator,

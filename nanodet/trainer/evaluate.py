@@ -24,7 +24,7 @@ import torch
 
 from ..evaluator.detections import Detections
 from ..util.box_transform import warp_boxes
-from .builders import resolve_precision
+from .builders import on_this_device, resolve_precision
 
 PAD_DIVISIBLE = 32  # as collate_and_pad pads evaluation batches
 
@@ -102,7 +102,7 @@ def predict_detections(model: torch.nn.Module, dataset, cfg, device: torch.devic
     device = torch.device(device)
     images = images if images is not None else EvalImages(dataset, device, workers=cfg.device.workers_per_gpu)
     batch_size = batch_size or cfg.device.batchsize_per_gpu
-    channels_last = bool(cfg.device.get("channels_last")) and device.type == "cuda"
+    channels_last = on_this_device(cfg.device.get("channels_last"), device)
     rows = images.rows(dataset)
     ids = np.array([int(r.id) for r in dataset.records], dtype=np.int64)
     widths = np.array([r.width for r in dataset.records], dtype=np.float64)

@@ -21,8 +21,9 @@ from ..model.arch import build_model
 from ..model.weight_averager import build_weight_averager
 from ..util.check_point import save_model_state
 from . import compile as compiling
-from .builders import build_train_loader
+from .builders import build_train_loader, on_this_device
 from .captured_step import CapturedTrainingStep, capturable_optimizer_options, lr_as_tensors, set_learning_rates
+from .readout import TrainingReadout
 from ..util.io import atomic_write_json
 from ..util.logger import get_logger
 
@@ -87,6 +88,8 @@ class TrainingTask(pl.LightningModule):
         self.captured_step: CapturedTrainingStep | None = None  # device.cuda_graph, made at fit start
         self._captures_for = None  # (trainer id, whether its fits capture the step)
         self._scheduled_lr: list[float] = []  # the schedule's learning rates, before the warm-up factor
+        self._captured_lr = None  # the first group's rate in the current captured step
+        self.readout = TrainingReadout()  # losses to the host without waiting for the GPU
 
     # ------------------------------------------------------------ optimization mode
     def step_capturable(self) -> bool:
@@ -101,9 +104,8 @@ class TrainingTask(pl.LightningModule):
         if trainer is None:
             return False
         if self._captures_for is None or self._captures_for[0] != id(trainer):
-            setting = self.cfg.device.get("cuda_graph")
-            on_device = setting == "always" or (setting and trainer.strategy.root_device.type == "cuda")
-            captures = (bool(on_device) and trainer.world_size == 1 and trainer.precision != "16-mixed"
+            on_device = on_this_device(self.cfg.device.get("cuda_graph"), trainer.strategy.root_device)
+            captures = (on_device and trainer.world_size == 1 and trainer.precision != "16-mixed"
                         and self.step_capturable())
             self._captures_for = (id(trainer), captures)
         return self._captures_for[1]
@@ -142,7 +144,7 @@ class TrainingTask(pl.LightningModule):
         return build_train_loader(self.train_dataset, self.cfg, self.device, seed=torch.initial_seed() % 2**31)
 
     def on_fit_start(self):
-        if self.cfg.device.get("channels_last"):
+        if on_this_device(self.cfg.device.get("channels_last"), self.device):
             self.to(memory_format=torch.channels_last)
         if self.compile_mode:
             mode = compiling.graph_free_mode(self.compile_mode) if self._captures_step() else self.compile_mode
@@ -165,6 +167,9 @@ class TrainingTask(pl.LightningModule):
                 canvas=(height, width), use_graphs=self.device.type == "cuda")
             # The schedule's rates as the optimizer holds them (a resumed fit: its checkpoint's).
             self._scheduled_lr = [float(group["lr"]) for group in optimizer.param_groups]
+
+    def on_train_end(self):
+        self._write_readings(wait=True)  # the steps still on their way to the logger
 
     def on_fit_end(self):
         # The model leaves every fit as plain modules (the next task's teacher is copied from it).
@@ -201,33 +206,47 @@ class TrainingTask(pl.LightningModule):
         return loss, loss_states
 
     def training_step(self, batch, batch_idx):
-        batch_size = batch["img"].shape[0]
+        step = self.global_step  # a captured step advances the counter itself
         if self.captured_step is not None:
             loss, loss_states = self._captured_training_step(batch)
         else:
             compiling.mark_step_begin(self.compile_mode)
             loss, loss_states = self.compute_loss(batch)
-        self.images_seen += batch_size
-        # self.log costs a few ms of host time per call set, which the GPU waits for; the logger
-        # only writes every log_every_n_steps, so only those steps (and the progress bar) log.
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log_dict(
-                {**{f"train/{k}": v.detach() for k, v in loss_states.items()}, "train/lr": self._current_lr()},
-                on_step=True, on_epoch=False, batch_size=batch_size, logger=True,
-            )
-        if self.trainer.progress_bar_callback is not None:
-            self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False,
-                     batch_size=batch_size)
-        if self.global_step % self.cfg.log.interval == 0:
-            self._log_train_line(batch_idx, loss_states)
+        self.images_seen += batch["img"].shape[0]
+        self._read_out(step, batch_idx, loss, loss_states)
         return loss
+
+    def _read_out(self, step, batch_idx, loss, loss_states):
+        """This step's scalars to the progress bar, the logger and the log line, through the
+        readout, never by reading a device tensor here (``TrainingReadout`` says why)."""
+        if self.trainer.progress_bar_callback is not None:
+            self.readout.watch(step, {"loss": loss})
+        # The logger only writes every log_every_n_steps, so only those steps are read out.
+        to_logger = (step + 1) % self.trainer.log_every_n_steps == 0
+        to_line = step % self.cfg.log.interval == 0 and self.trainer.is_global_zero
+        if to_logger or to_line:
+            self.readout.request(step, loss_states, lr=self._current_lr(), to_logger=to_logger, to_line=to_line,
+                                 epoch=self.current_epoch, batch=batch_idx)
+        self._write_readings()
+
+    def _write_readings(self, wait: bool = False):
+        for reading in self.readout.landed(wait=wait):
+            context = reading.context
+            if context["to_logger"]:
+                scalars = {**{f"train/{k}": v for k, v in reading.values.items()}, "train/lr": context["lr"]}
+                for logger in self.loggers:
+                    logger.log_metrics(scalars, step=reading.step)
+            if context["to_line"]:
+                self._log_train_line(reading)
 
     def _captured_training_step(self, batch):
         """One optimizer step as a graph replay, with the warm-up's learning rate; Lightning's
         step count advances as its own optimizer step would advance it."""
         optimizer = self.optimizers()
         factor = warmup_factor(self.global_step, self.cfg.schedule.warmup, self._warmup_steps)
-        set_learning_rates(optimizer.optimizer, [lr * factor for lr in self._scheduled_lr])
+        rates = [lr * factor for lr in self._scheduled_lr]
+        set_learning_rates(optimizer.optimizer, rates)
+        self._captured_lr = rates[0]
         optimizer._on_before_step()  # the step counters of Lightning's manual optimization
         loss, loss_states = self.captured_step(batch)
         optimizer._on_after_step()
@@ -239,23 +258,29 @@ class TrainingTask(pl.LightningModule):
         if self.automatic_optimization:
             return
         # Manual optimization steps the schedule itself, once per epoch as the config says.
+        # The schedule's arithmetic runs on host numbers: the groups' device tensors are set aside
+        # while it steps, then given its rates (reading a tensor would wait for the GPU).
         optimizer = self.trainer.optimizers[0]
-        set_learning_rates(optimizer, self._scheduled_lr)
+        rates_on_device = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, self._scheduled_lr):
+            group["lr"] = lr
         self.lr_schedulers().step()
         self._scheduled_lr = [float(group["lr"]) for group in optimizer.param_groups]
+        for group, rate in zip(optimizer.param_groups, rates_on_device):
+            group["lr"] = rate
+        set_learning_rates(optimizer, self._scheduled_lr)
 
-    def _log_train_line(self, batch_idx, loss_states):
-        if not self.trainer.is_global_zero:
-            return
-        lr = self._current_lr()
-        parts = "| ".join(f"{k}:{v.item():.4f}" for k, v in loss_states.items())
+    def _log_train_line(self, reading):
+        parts = "| ".join(f"{k}:{v:.4f}" for k, v in reading.values.items())
         get_logger().info(
             "Train|Epoch%d/%d|Iter%d(%d/%d)| lr:%.2e| %s",
-            self.current_epoch + 1, self.trainer.max_epochs, self.global_step, batch_idx + 1,
-            self.trainer.num_training_batches, lr, parts,
+            reading.context["epoch"] + 1, self.trainer.max_epochs, reading.step, reading.context["batch"] + 1,
+            self.trainer.num_training_batches, reading.context["lr"], parts,
         )
 
     def _current_lr(self) -> float:
+        if self.captured_step is not None:  # the groups hold device tensors: the rate they were given
+            return self._captured_lr
         # training_step runs inside the optimizer's closure, where the warm-up is already applied.
         return self.trainer.optimizers[0].param_groups[0]["lr"]
 
@@ -297,9 +322,9 @@ class TrainingTask(pl.LightningModule):
             optimizer_cfg = {**dict(optimizer_cfg),
                              **capturable_optimizer_options(getattr(torch.optim, optimizer_cfg.name))}
         optimizer = build_optimizer(optimizer_cfg, self.trainable_parameters())
-        if graphs:
-            lr_as_tensors(optimizer, self.device)
         scheduler = build_lr_scheduler(self.cfg.schedule.lr_schedule, optimizer)
+        if graphs:  # after the scheduler, whose base rates stay host numbers
+            lr_as_tensors(optimizer, self.device)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -------------------------------------------------------------- validation

@@ -104,15 +104,14 @@ DEFAULTS: dict[str, Any] = {
         "gpu_ids": -1,  # -1: CPU; a list of CUDA device indices otherwise
         "workers_per_gpu": 4,
         "batchsize_per_gpu": 32,
-        "precision": 32,
-        # augment training batches on the GPU (issue 7's fast path); on a CPU, true falls back
-        # to the CPU pipeline and "always" runs the batch augmentation there too (for checks)
-        "gpu_augment": False,
-        "channels_last": False,  # channels-last memory format for the model and its inputs
+        # The fast path is on by default on a CUDA device and off on a CPU (today's path there):
+        # auto: bf16 autocast on a GPU, fp32 on a CPU; 32, 16 or bf16 everywhere
+        "precision": "auto",
+        # the switches below: true on a CUDA device only, false never, "always" on a CPU too (for checks)
+        "gpu_augment": True,  # augment training batches on the GPU (nanodet/data/gpu_augment.py)
+        "channels_last": True,  # channels-last memory format for the model and its inputs
         "compile": False,  # torch.compile the network while training: true or a mode (nanodet/trainer/compile.py)
-        # the whole training step as one CUDA graph on a CUDA device (nanodet/trainer/captured_step.py);
-        # "always" runs the same static step eagerly on a CPU too (for checks)
-        "cuda_graph": False,
+        "cuda_graph": True,  # the whole training step as one CUDA graph (nanodet/trainer/captured_step.py)
     },
     "schedule": {
         "resume": None,
@@ -266,12 +265,14 @@ def validate_config(cfg: Mapping, source: str = "config"):
         number = kind is float and isinstance(value, (int, float)) or isinstance(value, kind)
         if isinstance(value, bool) or not number or value < minimum:
             raise ConfigError(f"{source}: {key} must be {what} >= {minimum}, got {value!r}")
-    gpu_augment = (cfg.get("device") or {}).get("gpu_augment")
-    if gpu_augment not in (True, False, "always"):
-        raise ConfigError(f"{source}: device.gpu_augment must be true, false or always, got {gpu_augment!r}")
-    cuda_graph = (cfg.get("device") or {}).get("cuda_graph")
-    if cuda_graph not in (True, False, "always"):
-        raise ConfigError(f"{source}: device.cuda_graph must be true, false or always, got {cuda_graph!r}")
+    device = cfg.get("device") or {}
+    for switch in ("gpu_augment", "channels_last", "cuda_graph"):
+        if device.get(switch) not in (True, False, "always"):
+            raise ConfigError(f"{source}: device.{switch} must be true, false or always, got {device.get(switch)!r}")
+    from ..trainer.builders import PRECISIONS  # here: the trainer package imports this module
+
+    if device.get("precision") != "auto" and device.get("precision") not in PRECISIONS:
+        raise ConfigError(f"{source}: device.precision must be auto, 32, 16 or bf16, got {device.get('precision')!r}")
     from ..trainer.compile import compile_mode  # here: the trainer package imports this module
 
     try:
