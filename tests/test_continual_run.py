@@ -253,3 +253,29 @@ def test_a_failed_start_does_not_block_a_corrected_rerun_with_other_settings(tmp
     assert not (tmp_path / "run" / "run.json").exists()
     results = make_runner(tmp_path, seed=2).run()  # other settings: accepted, nothing had started
     assert results["finished"] and results["seed"] == 2
+
+
+def test_a_run_killed_inside_its_tasks_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
+    # The CPU pipeline (DataLoader path): killed in task 0's second epoch and again in task 1's
+    # (replay's half-buffer batches), resumed each time, with DataLoader workers where the
+    # uninterrupted run had none. Each epoch's order and augmentation follow from (seed, epoch).
+    import torch
+
+    def run(run_dir, workers, callbacks=()):
+        cfg = fixtures_continual.tiny_cfg(tmp_path / "data", epochs=3, extra=[f"device.workers_per_gpu={workers}"])
+        runner = ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("replay", buffer_size=8),
+                                 run_dir=run_dir, seed=7, progress_bar=False, callbacks=callbacks)
+        return runner.run()
+
+    whole = run(tmp_path / "whole", workers=0)
+    for task in (0, 1):
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run(tmp_path / "cut", workers=2, callbacks=[Interrupt(task=task, epoch=1)])
+        assert (tmp_path / "cut" / f"task_{task}" / "model_last.ckpt").is_file()
+    resumed = run(tmp_path / "cut", workers=2)
+    for task in (0, 1):
+        expected = torch.load(tmp_path / "whole" / f"task_{task}" / "model.pth", weights_only=True)["state_dict"]
+        got = torch.load(tmp_path / "cut" / f"task_{task}" / "model.pth", weights_only=True)["state_dict"]
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"task {task}: {name}")
+    assert [e["mAP"] for e in resumed["per_task"]] == [e["mAP"] for e in whole["per_task"]]

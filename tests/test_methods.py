@@ -163,7 +163,7 @@ def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):
     assert len(method.buffer) == 6 and method.buffer_bytes() >= 6 * 128 * 128 * 3
     context = context_for(setup, 1)
     loader = method.train_dataloader(context, cfg, torch.device("cpu"))
-    assert isinstance(loader.batch_sampler, ReplayBatchSampler)
+    assert isinstance(loader.batch_sampler.batch_sampler, ReplayBatchSampler)  # inside SeededBatches
     task1 = set(context.new_classes)
     for batch in loader:
         labels = [set(np.asarray(l).tolist()) for l in batch["gt_labels"]]

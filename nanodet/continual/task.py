@@ -69,7 +69,7 @@ class ContinualTask(TrainingTask):
         return loss, states
 
     def train_dataloader(self):
-        return self.method.train_dataloader(self.context, self.cfg, self.device)
+        return self.at_current_epoch(self.method.train_dataloader(self.context, self.cfg, self.device))
 
     def step_capturable(self) -> bool:
         return super().step_capturable() and self.method.step_capturable()

@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..data.collate import collate_and_pad
+from ..data.seeded_sampling import SeededBatches, SeededSampler
 from ..util.logger import get_logger
 
 PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
@@ -90,24 +91,28 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None,
-                     batch_sampler=None):
+                     batch_sampler=None, seed: int | None = None):
     """A loader with the config's batch size and workers; ``batch_sampler`` replaces both
-    the batch size and the shuffling (replay draws its own batches)."""
+    the batch size and the shuffling (replay draws its own batches). With a ``seed`` (training
+    does), each epoch's order and augmentation follow from (seed, epoch) alone
+    (nanodet/data/seeded_sampling.py), so a resumed fit trains on the batches an uninterrupted
+    one would have."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
     num_workers = cfg.device.workers_per_gpu if num_workers is None else num_workers
-    batching = {"batch_sampler": batch_sampler} if batch_sampler is not None else {
-        "batch_size": batch_size,
-        "shuffle": train,
-        # Dropping a ragged last batch only makes sense when there is more than one batch.
-        "drop_last": train and len(dataset) > batch_size,
-    }
+    # Dropping a ragged last batch only makes sense when there is more than one batch.
+    drop_last = train and len(dataset) > batch_size
     rank, world = distributed_rank()
-    if train and world > 1 and batch_sampler is None:
-        # Every loader shards itself under DDP (the Trainer injects no sampler): a shuffled
-        # shard per rank; Lightning calls set_epoch on it each epoch.
-        batching["sampler"] = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True,
-                                                                  drop_last=True)
-        batching["shuffle"] = False
+    if batch_sampler is not None:
+        batching = {"batch_sampler": batch_sampler if seed is None else SeededBatches(batch_sampler, seed)}
+    elif seed is not None:
+        # Every loader shards itself under DDP (the Trainer injects no sampler).
+        sampler = SeededSampler(len(dataset), seed, shuffle=train, rank=rank, world_size=world)
+        batching = {"sampler": sampler, "batch_size": batch_size, "drop_last": drop_last}
+    else:
+        batching = {"batch_size": batch_size, "shuffle": train, "drop_last": drop_last}
+        if train and world > 1:
+            batching.update(sampler=torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True,
+                                                                        drop_last=True), shuffle=False)
     return torch.utils.data.DataLoader(
         dataset,
         num_workers=num_workers,
@@ -127,7 +132,8 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
     (lists of dataset indices) replaces the shuffled order on either path."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
     if not on_this_device(cfg.device.get("gpu_augment"), device):
-        return build_dataloader(dataset, cfg, train=True, batch_size=batch_size, batch_sampler=batch_sampler)
+        return build_dataloader(dataset, cfg, train=True, batch_size=batch_size, batch_sampler=batch_sampler,
+                                seed=seed)
     from ..data.gpu_augment import DecodedImageCache, GpuBatchAugment, GpuBatchLoader
 
     rank, world = distributed_rank()

@@ -28,6 +28,14 @@ from ..util.io import atomic_write_json
 from ..util.logger import get_logger
 
 
+def set_epoch(loader, epoch: int) -> None:
+    """``set_epoch`` on whatever part of ``loader`` draws by epoch: a GPU batch loader, a
+    DataLoader's sampler or batch sampler."""
+    for part in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if callable(getattr(part, "set_epoch", None)):
+            part.set_epoch(epoch)
+
+
 def warmup_factor(step: int, warmup_cfg, warmup_steps: int) -> float:
     """Multiplier of the scheduled learning rate at optimizer step ``step`` (upstream's formulas)."""
     if warmup_steps <= 0 or step >= warmup_steps:
@@ -141,7 +149,17 @@ class TrainingTask(pl.LightningModule):
         if self.train_dataset is None:
             raise ValueError("TrainingTask: give trainer.fit a train dataloader or set task.train_dataset")
         # The run's seed (the entry point seeds torch); each epoch adds its index (set_loader_epoch).
-        return build_train_loader(self.train_dataset, self.cfg, self.device, seed=torch.initial_seed() % 2**31)
+        loader = build_train_loader(self.train_dataset, self.cfg, self.device, seed=torch.initial_seed() % 2**31)
+        return self.at_current_epoch(loader)
+
+    def at_current_epoch(self, loader):
+        """``loader`` set to the epoch this fit starts at (a resumed fit's): a DataLoader with
+        workers starts drawing its first epoch when Lightning first iterates it, which on resume
+        comes before Lightning sets the sampler's epoch. The epoch is the one Lightning gives
+        samplers (its processed epochs: after an epoch-end checkpoint ``current_epoch`` still
+        counts the finished one until the loop restarts)."""
+        set_epoch(loader, self.trainer.fit_loop.epoch_progress.current.processed)
+        return loader
 
     def on_fit_start(self):
         if on_this_device(self.cfg.device.get("channels_last"), self.device):
@@ -149,16 +167,17 @@ class TrainingTask(pl.LightningModule):
         if self.compile_mode:
             mode = compiling.graph_free_mode(self.compile_mode) if self._captures_step() else self.compile_mode
             self._compiled_parts += compiling.compile_detector(self.model, mode)
-        # A warm-up longer than the whole run is never what a user meant.
-        total = self.trainer.estimated_stepping_batches
-        if math.isfinite(total):
-            self._warmup_steps = min(self.cfg.schedule.warmup.steps, int(total))
         if self.weight_averager is not None:
             self.weight_averager.to(self.device)
             # On resume the checkpoint's average is the one to continue, not the raw weights.
             self.weight_averager.load_from(self.avg_model if self._resumed else self.model)
 
     def on_train_start(self):
+        # A warm-up longer than the whole run is never what a user meant. Asked here, not at fit
+        # start: the count builds the training loader, which must see a resumed fit's epoch.
+        total = self.trainer.estimated_stepping_batches
+        if math.isfinite(total):
+            self._warmup_steps = min(self.cfg.schedule.warmup.steps, int(total))
         if self._captures_step():
             optimizer = self.trainer.optimizers[0]
             height, width = self.cfg.data.train.input_size[::-1]
@@ -182,11 +201,10 @@ class TrainingTask(pl.LightningModule):
         self.model.set_epoch(self.current_epoch)
 
     def set_loader_epoch(self):
-        """Tell a GPU batch loader which epoch starts (Lightning does this only for a DataLoader's
-        sampler), so a resumed fit draws the batches the interrupted one would have drawn."""
-        loader = self.trainer.train_dataloader
-        if callable(getattr(loader, "set_epoch", None)):
-            loader.set_epoch(self.current_epoch)
+        """Tell the training loader which epoch starts (Lightning tells only a DataLoader's
+        sampler, not a GPU batch loader nor a batch sampler), so a resumed fit draws the batches
+        the interrupted one would have drawn."""
+        set_epoch(self.trainer.train_dataloader, self.current_epoch)
 
     def mark_phase(self, phase: str):
         """End of a phase of the training step, for a StepTimer when one is attached (not inside

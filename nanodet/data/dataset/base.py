@@ -253,7 +253,20 @@ class BaseDataset(Dataset, ABC):
         factor = random.uniform(*scale_range)
         return int(image_size[0] * factor), int(image_size[1] * factor)
 
-    def __getitem__(self, idx: int) -> dict:
+    def __getitem__(self, item) -> dict:
+        """Sample ``item``: an index, or ``(index, seed)`` from a seeded sampler
+        (nanodet/data/seeded_sampling.py), whose augmentation then draws from that seed alone."""
+        if not isinstance(item, tuple):
+            return self._sample(item)
+        index, seed = item
+        state = random.getstate()  # the caller's stream goes on as if this sample drew nothing
+        random.seed(seed)
+        try:
+            return self._sample(index)
+        finally:
+            random.setstate(state)
+
+    def _sample(self, idx: int) -> dict:
         record = self.records[idx]
         trained = np.ones(len(record.labels), dtype=bool)
         if not self.train_on_difficult:
