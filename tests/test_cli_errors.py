@@ -42,6 +42,18 @@ def test_a_full_disk_says_so_and_other_system_errors_keep_their_traceback():
     with pytest.raises(SystemExit, match="no space left on the device writing runs/x/model.pth"):
         run_main(full, [])
 
+    def checkpoint_cut_short(argv):  # what torch.save raises when the disk fills during a write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2368 vs 2256")
+
+    with pytest.raises(SystemExit, match=r"^error: writing a file failed, most likely for want of disk space"):
+        run_main(checkpoint_cut_short, [])
+
+    def bug(argv):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not a user's mistake: the traceback
+        run_main(bug, [])
+
     def broken_pipe(argv):
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
@@ -68,3 +80,23 @@ def test_tools_test_asked_for_a_gpu_without_one_warns_and_uses_the_cpu(monkeypat
     assert "CUDA is not available" in caplog.text
     with pytest.raises(ValueError, match="--device 'tpu'"):
         load_tool("test").pick_device("tpu")
+
+
+def test_a_training_refused_for_its_data_writes_nothing_and_says_so_in_one_line(synthetic_data, tmp_path):
+    # A COCO file whose category names match none of class_names: before, tools/train.py trained
+    # a whole run on zero boxes; now it stops before creating its save_dir.
+    import json
+
+    data = json.loads(open(synthetic_data.coco_json).read())
+    for category in data["categories"]:
+        category["name"] = "Category " + category["name"]
+    coco = tmp_path / "renamed.json"
+    coco.write_text(json.dumps(data))
+    node = (f"{{name: CocoDataset, img_path: {synthetic_data.img_dir}, ann_path: {coco}, input_size: [64, 64], "
+            "pipeline: {normalize: [[0, 0, 0], [1, 1, 1]]}}")
+    overrides = [f"save_dir={tmp_path / 'work'}", f"data.train={node}", f"data.val={node}",
+                 f"class_names={synthetic_data.class_names}", "model.arch.head.num_classes=3",
+                 "device.gpu_ids=-1"]
+    with pytest.raises(SystemExit, match=r"^error: .*renamed\.json: none of its categories .* is in class_names"):
+        run_main(load_tool("train").main, ["cfg/demo.yml", *[a for o in overrides for a in ("--set", o)]])
+    assert not (tmp_path / "work").exists()

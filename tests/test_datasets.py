@@ -326,7 +326,7 @@ def test_bad_yolo_line_names_file_and_line_number(tmp_path, eval_pipeline, bad_l
 
 
 def test_yolo_image_without_label_file_has_no_boxes(tmp_path, eval_pipeline):
-    dataset = YoloDataset(pipeline=eval_pipeline, **yolo_in(tmp_path, None))
+    dataset = YoloDataset(pipeline=eval_pipeline, mode="val", **yolo_in(tmp_path, None))
     assert len(dataset) == 1 and dataset.records[0].boxes.shape == (0, 4)
     meta = dataset[0]
     assert meta["gt_bboxes"].shape == (0, 4) and meta["gt_labels"].shape == (0,)
@@ -370,3 +370,50 @@ def test_dataset_constructors_list_every_argument_explicitly():
 def test_unknown_pipeline_key_is_rejected(synthetic_data, eval_pipeline):
     with pytest.raises(ValueError, match="flipp"):
         xml_dataset(synthetic_data, dict(eval_pipeline, flipp=0.5))
+
+
+# ------------------------------------------------------------------ silent data changes
+def test_a_coco_file_none_of_whose_categories_is_a_class_is_refused(synthetic_data, eval_pipeline, tmp_path):
+    data = json.loads(open(synthetic_data.coco_json).read())
+    for category in data["categories"]:
+        category["name"] = category["name"].upper()  # "RED" is not "red"
+    path = tmp_path / "upper.json"
+    path.write_text(json.dumps(data))
+    for mode in ("train", "val"):
+        with pytest.raises(AnnotationError, match=r"upper\.json: none of its categories \['BLUE', 'GREEN', 'RED'\] "
+                                                  r"is in class_names \['red', 'green', 'blue'\]"):
+            coco_dataset(synthetic_data, eval_pipeline, ann_path=str(path), mode=mode)
+
+
+def test_a_training_set_without_a_box_of_its_classes_is_refused_in_every_format(tmp_path, eval_pipeline):
+    with pytest.raises(AnnotationError, match="none of its 1 images has a box of class_names .*nothing to train on"):
+        YoloDataset(pipeline=eval_pipeline, mode="train", **yolo_in(tmp_path, ""))
+
+
+def test_coco_annotations_of_no_listed_image_are_counted_in_a_warning(synthetic_data, eval_pipeline, tmp_path,
+                                                                       caplog):
+    data = json.loads(open(synthetic_data.coco_json).read())
+    extra = dict(data["annotations"][0], id=10**6, image_id=999)
+    data["annotations"] += [extra, dict(extra, id=10**6 + 1)]
+    path = tmp_path / "orphans.json"
+    path.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING):
+        dataset = coco_dataset(synthetic_data, eval_pipeline, ann_path=str(path))
+    [warning] = [r.getMessage() for r in caplog.records if "image_id" in r.getMessage()]
+    assert "dropped 2 annotations whose image_id is not in 'images' (e.g. 999)" in warning
+    assert sum(len(r.labels) for r in dataset.records) == len(synthetic_data_boxes(synthetic_data))
+
+
+def synthetic_data_boxes(data):
+    return [box for image in data.gt for box in image["boxes"]]
+
+
+def test_yolo_boxes_clipped_by_more_than_a_pixel_are_counted_in_a_warning(tmp_path, eval_pipeline, caplog):
+    # img_0000 is 185 pixels wide: the first box overshoots by 0.4 px (rounding), the next two by 46 and 23 px.
+    labels = "0 0.5 0.5 1.0046875 0.5\n1 0.5 0.5 1.5 0.25\n2 0.875 0.5 0.5 0.25\n"
+    with caplog.at_level(logging.WARNING):
+        dataset = YoloDataset(pipeline=eval_pipeline, **yolo_in(tmp_path, labels))
+    [warning] = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert "2 boxes extend more than 1 pixel past their image and were clipped to it" in warning
+    assert warning.endswith("img_0000.txt:2")
+    assert dataset.records[0].boxes[:, [0, 2]].max() <= dataset.records[0].width  # still clipped

@@ -38,30 +38,31 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = config_from_args(args.config, args)
     save_dir = Path(cfg.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    add_log_file(save_dir / "train.log")
     logger = get_logger()
-    atomic_write_text(save_dir / "train_cfg.yml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if args.seed is not None:
         pl.seed_everything(args.seed, workers=True)
+    resume_path = None
+    if args.resume or cfg.schedule.resume:
+        resume_path = cfg.schedule.resume if isinstance(cfg.schedule.resume, str) else save_dir / "model_last.ckpt"
+        if not Path(resume_path).is_file():
+            raise SystemExit(f"error: --resume: no checkpoint at {resume_path}")
 
-    # Every image checked (decoded once, in threads) before anything trains.
+    # Every image checked (decoded once, in threads) before anything trains or is written.
     skip, workers = bool(cfg.data.get("skip_bad_images")), max(cfg.device.workers_per_gpu, 1)
     train_dataset = check_images(build_dataset(cfg.data.train, "train", class_names=cfg.class_names), "training",
                                  skip=skip, workers=workers)
     val_dataset = check_images(build_dataset(cfg.data.val, "val", class_names=cfg.class_names), "validation",
                                skip=skip, workers=workers)
-    logger.info("train images: %d, val images: %d", len(train_dataset), len(val_dataset))
     task = TrainingTask(cfg, build_evaluator(cfg.evaluator, val_dataset))
     if cfg.schedule.load_model:
         load_model_weight(task.model, cfg.schedule.load_model, strict=False)
-        logger.info("loaded weights from %s", cfg.schedule.load_model)
 
-    resume_path = None
-    if args.resume or cfg.schedule.resume:
-        resume_path = cfg.schedule.resume if isinstance(cfg.schedule.resume, str) else save_dir / "model_last.ckpt"
-        if not Path(resume_path).is_file():
-            raise SystemExit(f"--resume: no checkpoint at {resume_path}")
+    save_dir.mkdir(parents=True, exist_ok=True)
+    add_log_file(save_dir / "train.log")
+    atomic_write_text(save_dir / "train_cfg.yml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    logger.info("train images: %d, val images: %d", len(train_dataset), len(val_dataset))
+    if cfg.schedule.load_model:
+        logger.info("loaded weights from %s", cfg.schedule.load_model)
 
     trainer = build_trainer(cfg, save_dir, device=args.device)
     task.train_dataset = train_dataset  # the task builds its loader: CPU workers or GPU batches

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..util.cli import USER_ERRORS, add_config_override_arg, config_from_args, describe_error
+from ..util.cli import USER_ERRORS, add_config_override_arg, config_from_args, describe_error, is_user_error
 from .methods import build_method
 from .runner import ContinualRunner, RunError
 from .scenario import ScenarioError, parse_scenario
@@ -83,7 +83,7 @@ def main(method: str, argv=None, description: str = "", options=(), method_for_a
             progress_bar=not args.no_progress_bar, base_model=args.base_model,
         )
         return runner.run()
-    except (*USER_ERRORS, ScenarioError, RunError) as err:
-        if args.debug:
+    except (*USER_ERRORS, ScenarioError, RunError, OSError, RuntimeError) as err:
+        if args.debug or not is_user_error(err, (ScenarioError, RunError)):
             raise
         raise SystemExit(f"error: {describe_error(err)}") from None

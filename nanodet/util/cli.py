@@ -14,10 +14,28 @@ USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, Perm
                NotADirectoryError)
 
 
+# How torch.save reports a write cut short (a full disk, a quota) from its C++ writer.
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed writing", "unexpected pos")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOSPC
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILURES)
+
+
+def is_user_error(err: BaseException, errors=()) -> bool:
+    """Whether ``err`` is the user's to fix (bad input, a full disk): one line, not a traceback."""
+    return isinstance(err, (*USER_ERRORS, *errors)) or is_disk_full(err)
+
+
 def describe_error(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = f" writing {err.filename}" if err.filename else ""
-        return f"no space left on the device{where}; free some and re-run (finished work is kept)"
+    if is_disk_full(err):
+        if isinstance(err, OSError):
+            where = f" writing {err.filename}" if err.filename else ""
+            return f"no space left on the device{where}; free some and re-run (finished work is kept)"
+        return (f"writing a file failed, most likely for want of disk space ({str(err).splitlines()[0][:120]}); "
+                "free some and re-run (finished work is kept)")
     if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
         return f"{err.filename}: {err.strerror or err}"
     return str(err)
@@ -30,9 +48,8 @@ def run_main(main, argv=None, errors=()):
     debug = "--debug" in argv
     try:
         return main([a for a in argv if a != "--debug"])
-    except (*USER_ERRORS, *errors, OSError) as err:
-        disk_full = isinstance(err, OSError) and err.errno == errno.ENOSPC
-        if debug or not (isinstance(err, (*USER_ERRORS, *errors)) or disk_full):
+    except (*USER_ERRORS, *errors, OSError, RuntimeError) as err:
+        if debug or not is_user_error(err, errors):
             raise
         raise SystemExit(f"error: {describe_error(err)}") from None
 

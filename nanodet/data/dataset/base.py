@@ -187,9 +187,12 @@ class BaseDataset(Dataset, ABC):
         if keep_classes is not None:
             self.keep_classes = self._check_classes(keep_classes)
             self.records = filter_records(records, self.keep_classes)
+        boxes = sum(len(r.labels) for r in self.records)
+        if mode == "train" and self.records and not boxes:
+            raise AnnotationError(f"{self.ann_path}: none of its {len(self.records)} images has a box of "
+                                  f"class_names {self.class_names}: nothing to train on")
         logger.info("%s %s: %d images, %d boxes, %d classes", type(self).__name__, self.ann_path,
-                    len(self.records), sum(len(r.labels) for r in self.records),
-                    len(self.class_names))
+                    len(self.records), boxes, len(self.class_names))
 
     @abstractmethod
     def parse_annotations(self, ann_path: str) -> List[ImageRecord]:

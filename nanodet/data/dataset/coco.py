@@ -33,6 +33,10 @@ class CocoDataset(BaseDataset):
         anns_of = defaultdict(list)
         for ann in data.get("annotations", []):
             anns_of[ann.get("image_id")].append(ann)
+        orphans = sorted(set(anns_of) - {info.get("id") for info in data["images"]}, key=str)
+        if orphans:
+            logger.warning("%s: dropped %d annotations whose image_id is not in 'images' (e.g. %r)", ann_path,
+                           sum(len(anns_of[i]) for i in orphans), orphans[0])
         records, skipped = [], 0
         for info in sorted(data["images"], key=lambda img: _image_key(img, ann_path)):
             boxes, labels, difficult = [], [], []
@@ -67,6 +71,9 @@ class CocoDataset(BaseDataset):
             self.class_names = [name_of[cat_id] for cat_id in sorted(name_of)]
         label_of_name = {name: i for i, name in enumerate(self.class_names)}
         extra = sorted(name for name in name_of.values() if name not in label_of_name)
+        if name_of and len(extra) == len(name_of):
+            raise AnnotationError(f"{ann_path}: none of its categories {extra} is in class_names "
+                                  f"{self.class_names}; categories are matched by name")
         if extra:
             logger.warning("%s: categories not in class_names are dropped: %s", ann_path, extra)
         return {cat_id: label_of_name[name] for cat_id, name in name_of.items()

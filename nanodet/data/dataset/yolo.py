@@ -13,6 +13,7 @@ from .base import AnnotationError, BaseDataset, ImageRecord
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CLIP_TOLERANCE = 1.0  # pixels a box may overshoot its image before its clipping is reported
 
 
 class YoloDataset(BaseDataset):
@@ -20,9 +21,10 @@ class YoloDataset(BaseDataset):
 
     Each txt line is ``class cx cy w h``, centre and size normalised to [0, 1] by the image size;
     ``class`` indexes ``class_names``. An image without a txt has no boxes. The image size is read
-    from the image. Boxes are clipped to the image; a malformed line (wrong number of fields, a
-    non-number, a class out of range, a size <= 0) raises naming the file and line; a box
-    wholly outside the image is skipped with a warning. Images are
+    from the image. Boxes are clipped to the image (one warning counts those that overshot it by
+    more than a pixel); a malformed line (wrong number of fields, a non-number, a class out of
+    range, a size <= 0) raises naming the file and line; a box wholly outside the image is
+    skipped with a warning. Images are
     sorted by file name and numbered 1, 2, ...
 
     Arguments: see ``BaseDataset``.
@@ -37,7 +39,7 @@ class YoloDataset(BaseDataset):
                              if name.lower().endswith(IMAGE_EXTENSIONS))
         if not image_names:
             raise AnnotationError(f"{self.img_path}: no images in this folder")
-        records = []
+        records, self._clipped = [], []
         for image_id, name in enumerate(image_names, start=1):
             path = os.path.join(self.img_path, name)
             img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -49,6 +51,9 @@ class YoloDataset(BaseDataset):
             records.append(ImageRecord(id=image_id, file_name=name, height=height, width=width,
                                        boxes=boxes, labels=labels,
                                        difficult=np.zeros(len(labels), dtype=bool)))
+        if self._clipped:
+            logger.warning("%s: %d boxes extend more than %g pixel past their image and were clipped to it, "
+                           "e.g. %s", ann_path, len(self._clipped), CLIP_TOLERANCE, self._clipped[0])
         stems = {os.path.splitext(name)[0] for name in image_names}
         orphans = [p for p in glob.glob(os.path.join(ann_path, "*.txt"))
                    if os.path.splitext(os.path.basename(p))[0] not in stems]
@@ -86,6 +91,9 @@ class YoloDataset(BaseDataset):
                 if box[2] <= box[0] or box[3] <= box[1]:
                     logger.warning("%s: skipping a box outside the image", where)
                     continue
+                # Rounding in a label file overshoots by a fraction of a pixel; more is a wrong box.
+                if max(box[0] - x0, box[1] - y0, x1 - box[2], y1 - box[3]) > CLIP_TOLERANCE:
+                    self._clipped.append(where)
                 boxes.append(box)
                 labels.append(int(cls))
         return boxes, labels

