@@ -10,7 +10,7 @@ import torch
 
 from nanodet.model.arch import ARCHS, NanoDetPlus, OneStageDetector, build_model
 from nanodet.util import CfgNode
-from test_head import head_cfg
+from fixtures_model import head_cfg
 
 STRIDES = [8, 16, 32, 64]
 

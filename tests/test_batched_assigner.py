@@ -68,7 +68,7 @@ def random_batch(seed, batch_size=6):
 
 
 def padded(gts):
-    meta = {"gt_bboxes": [b for b, _ in gts], "gt_labels": [l for _, l in gts]}
+    meta = {"gt_bboxes": [b for b, _ in gts], "gt_labels": [labels for _, labels in gts]}
     return pad_gt_batch(meta, torch.device("cpu"))
 
 
@@ -124,7 +124,7 @@ def test_ignore_regions_match_the_per_image_reference():
     gts, priors, logits, decoded = random_batch(3)
     rng = np.random.default_rng(0)
     ignores = [random_gt(rng, int(n))[0] for n in rng.integers(0, 3, len(gts))]
-    meta = {"gt_bboxes": [b for b, _ in gts], "gt_labels": [l for _, l in gts], "gt_bboxes_ignore": ignores}
+    meta = {"gt_bboxes": [b for b, _ in gts], "gt_labels": [labels for _, labels in gts], "gt_bboxes_ignore": ignores}
     gt = pad_gt_batch(meta, torch.device("cpu"), with_ignore=True)
     result = BatchedDynamicSoftLabelAssigner(ignore_iof_thr=0.3).assign(
         logits, priors, decoded, gt.bboxes, gt.labels, gt.valid, gt.ignore, gt.ignore_valid)
@@ -166,7 +166,7 @@ def head_batch(seed, batch_size=5):
     preds = torch.randn(batch_size, num_priors, NUM_CLASSES + 32, generator=g)
     preds[..., :NUM_CLASSES] -= 2
     meta = {"img": torch.zeros(batch_size, 3, SIZE, SIZE), "gt_bboxes": [b for b, _ in gts],
-            "gt_labels": [l for _, l in gts]}
+            "gt_labels": [labels for _, labels in gts]}
     return preds, meta
 
 
@@ -221,14 +221,18 @@ def test_gt_given_as_tensors_pads_the_same():
     gts, _, _, _ = random_batch(4)
     as_numpy = padded(gts)
     as_tensors = pad_gt_batch({"gt_bboxes": [torch.from_numpy(b) for b, _ in gts],
-                               "gt_labels": [torch.from_numpy(l) for _, l in gts]}, torch.device("cpu"))
+                               "gt_labels": [torch.from_numpy(labels) for _, labels in gts]}, torch.device("cpu"))
     # Tensors already on an accelerator are padded there; the same result.
     on_device = _pad_on_device([torch.from_numpy(b) for b, _ in gts],
-                               [torch.from_numpy(l) for _, l in gts], None, torch.device("cpu"))
+                               [torch.from_numpy(labels) for _, labels in gts], None, torch.device("cpu"))
     for a, b, c in zip(as_numpy[:3], as_tensors[:3], on_device[:3]):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_batched_assign_is_a_config_key_and_defaults_on():
-    assert make_head().batched_assign is True
-    assert make_head(batched_assign=False).batched_assign is False
+    from nanodet.util import read_config
+
+    shipped = read_config("cfg/synthetic.yml").model.arch.head
+    assert "batched_assign" not in shipped and build_head(shipped).batched_assign is True  # the default
+    off = read_config("cfg/synthetic.yml", ["model.arch.head.batched_assign=false"]).model.arch.head
+    assert build_head(off).batched_assign is False

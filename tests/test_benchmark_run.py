@@ -20,13 +20,14 @@ def test_the_command_is_the_entry_point_with_the_paths_settings(tool, tmp_path):
     assert cmd[0] == sys.executable and cmd[1].endswith("replay.py") and "--latent" in cmd
     sets = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--set"]
     assert sets[:len(tool.REFERENCE)] == tool.REFERENCE  # the user's overrides come after, and win
-    assert "device.workers_per_gpu=0" in sets and "schedule.total_epochs=7" in sets and "schedule.lr_schedule.T_max=7" in sets
+    assert {"device.workers_per_gpu=0", "schedule.total_epochs=7", "schedule.lr_schedule.T_max=7"} <= set(sets)
 
 
 def run_record(epochs, train_seconds, wall):
     tasks = [{"epochs": epochs, "startup_seconds": 1.0, "warmup_seconds": 0.5, "train_seconds": s, "eval_seconds": 2.0}
              for s in train_seconds]
-    totals = {k: sum(t[k] for t in tasks) for k in ("startup_seconds", "warmup_seconds", "train_seconds", "eval_seconds")}
+    parts = ("startup_seconds", "warmup_seconds", "train_seconds", "eval_seconds")
+    totals = {k: sum(t[k] for t in tasks) for k in parts}
     return {"epochs_per_task": epochs, "tasks": tasks, "totals": totals, "wall_seconds": wall}
 
 

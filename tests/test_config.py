@@ -147,9 +147,12 @@ def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override,
     assert "demo.yml" in str(err.value)
 
 
-def test_compile_modes_are_accepted():
-    for mode in ("false", "true", "reduce-overhead"):
-        read_config(ROOT / "cfg/demo.yml", [f"device.compile={mode}"])
+def test_compile_values_load_as_the_mode_they_mean():
+    from nanodet.trainer.compile import compile_mode
+
+    meaning = {"false": None, "true": "default", "reduce-overhead": "reduce-overhead"}
+    for value, mode in meaning.items():
+        assert compile_mode(read_config(ROOT / "cfg/demo.yml", [f"device.compile={value}"]).device.compile) == mode
 
 
 @pytest.mark.parametrize("key, value, message", [

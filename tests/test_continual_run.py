@@ -21,7 +21,8 @@ def tiny_cfg(tmp_path, epochs=1):
 
 
 def make_runner(tmp_path, epochs=1, callbacks=(), **kwargs):
-    return tiny_runner(tmp_path.parent / "tiny_synthetic", tmp_path / "run", epochs=epochs, callbacks=callbacks, **kwargs)
+    return tiny_runner(tmp_path.parent / "tiny_synthetic", tmp_path / "run", epochs=epochs, callbacks=callbacks,
+                       **kwargs)
 
 
 # ----------------------------------------------------------------------------- task data
@@ -142,7 +143,8 @@ def test_compare_tool_writes_a_table_and_the_two_plots(finished_run, tmp_path):
     results = json.loads((other / "results.json").read_text())
     results["scenario"] = "joint"
     (other / "results.json").write_text(json.dumps(results))
-    spec = importlib.util.spec_from_file_location("compare_tool", Path(__file__).resolve().parents[1] / "tools/compare.py")
+    compare = Path(__file__).resolve().parents[1] / "tools/compare.py"
+    spec = importlib.util.spec_from_file_location("compare_tool", compare)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     table = tool.main([str(source / "run"), str(other), "--out", str(tmp_path / "cmp")])

@@ -9,28 +9,7 @@ import torch
 from nanodet.model.head import HEADS, NanoDetPlusHead, SimpleConvHead, build_head
 from nanodet.model.head.nanodet_plus_head import Integral
 from nanodet.model.loss import bbox_overlaps
-
-STRIDES = [8, 16, 32, 64]
-LOSS_CFG = {
-    "loss_qfl": {"name": "QualityFocalLoss", "use_sigmoid": True, "beta": 2.0, "loss_weight": 1.0},
-    "loss_dfl": {"name": "DistributionFocalLoss", "loss_weight": 0.25},
-    "loss_bbox": {"name": "GIoULoss", "loss_weight": 2.0},
-}
-
-
-def head_cfg(num_classes=20, **overrides):
-    """The head node of upstream's nanodet-plus-m_320 config."""
-    cfg = dict(name="NanoDetPlusHead", num_classes=num_classes, input_channel=96, feat_channels=96,
-               stacked_convs=2, kernel_size=5, strides=STRIDES, activation="LeakyReLU",
-               reg_max=7, norm_cfg={"type": "BN"}, loss=LOSS_CFG)
-    cfg.update(overrides)
-    return cfg
-
-
-def make_head(num_classes=20, seed=0, **overrides):
-    torch.manual_seed(seed)
-    return build_head(head_cfg(num_classes, **overrides))
-
+from fixtures_model import LOSS_CFG, STRIDES, make_head
 
 def level_feats(batch=2, size=320, channels=96, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -143,7 +122,7 @@ def test_gt_given_as_tensors_gives_the_same_loss():
     preds = head(level_feats(batch=2))
     meta = gt_meta(batch=2)
     as_tensors = dict(meta, gt_bboxes=[torch.from_numpy(b) for b in meta["gt_bboxes"]],
-                      gt_labels=[torch.from_numpy(l) for l in meta["gt_labels"]])
+                      gt_labels=[torch.from_numpy(labels) for labels in meta["gt_labels"]])
     assert head.loss(preds, meta)[0].item() == head.loss(preds, as_tensors)[0].item()
 
 

@@ -166,10 +166,10 @@ def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):
     assert isinstance(loader.batch_sampler.batch_sampler, ReplayBatchSampler)  # inside SeededBatches
     task1 = set(context.new_classes)
     for batch in loader:
-        labels = [set(np.asarray(l).tolist()) for l in batch["gt_labels"]]
+        labels = [set(np.asarray(image).tolist()) for image in batch["gt_labels"]]
         assert len(labels) == 8
-        assert all(l and l <= task1 for l in labels[:4])  # current task: only its boxes
-        assert all(l and l <= {0, 1, 2} for l in labels[4:])  # buffer: only task 0's boxes
+        assert all(seen and seen <= task1 for seen in labels[:4])  # current task: only its boxes
+        assert all(seen and seen <= {0, 1, 2} for seen in labels[4:])  # buffer: only task 0's boxes
     sampler = ReplayBatchSampler(10, 3, 8, seed=0)
     batches = list(sampler)
     current = [i for b in batches for i in b[:4]]

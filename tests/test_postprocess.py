@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanodet.util import bbox2distance, distance2bbox, warp_boxes
-from test_head import make_head
+from fixtures_model import make_head
 
 NUM_CLASSES = 3
 SIZE = 64

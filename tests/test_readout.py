@@ -7,8 +7,7 @@ import torch
 from nanodet.trainer import readout as readout_module
 from nanodet.trainer.builders import LossProgressBar
 from nanodet.trainer.readout import Reading, TrainingReadout
-from fixtures_tools import load_tool
-from test_training import as_args, tiny_overrides
+from fixtures_tools import as_args, load_tool, tiny_overrides
 
 
 class CopyInFlight:

@@ -11,26 +11,9 @@ from nanodet.trainer.builders import resolve_devices, resolve_precision
 from nanodet.trainer.task import warmup_factor
 from nanodet.util import CfgNode, CheckpointError, load_model_weight, read_checkpoint, read_config
 from fixtures_lightning import TinyModule, bare_trainer
-from fixtures_tools import load_tool
+from fixtures_tools import as_args, load_tool, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_overrides(tmp_path, epochs=2):
-    return [
-        f"save_dir={tmp_path / 'work'}",
-        f"data.train.root={tmp_path / 'data'}", f"data.val.root={tmp_path / 'data'}",
-        "data.train.synthetic={train: 24, test: 8, seed: 1, width: 128, height: 128}",
-        "data.val.synthetic={train: 24, test: 8, seed: 1, width: 128, height: 128}",
-        "data.train.input_size=[128, 128]", "data.val.input_size=[128, 128]",
-        "device.gpu_ids=-1", "device.workers_per_gpu=0", "device.batchsize_per_gpu=8",
-        f"schedule.total_epochs={epochs}", f"schedule.lr_schedule.T_max={epochs}",
-        "schedule.val_intervals=1", "schedule.warmup.steps=4", "log.interval=1",
-    ]
-
-
-def as_args(overrides):
-    return [arg for text in overrides for arg in ("--set", text)]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +117,7 @@ def test_linear_warmup_follows_upstreams_formula():
 def test_warmup_is_logged_and_capped_by_the_run_length(trained):
     tmp_path, _ = trained
     # warm-up of 4 steps within 6: the first logged learning rate is ratio * lr
-    lines = [l for l in (tmp_path / "work" / "train.log").read_text().splitlines() if "Train|" in l]
+    lines = [line for line in (tmp_path / "work" / "train.log").read_text().splitlines() if "Train|" in line]
     first_lr = float(lines[0].split("lr:")[1].split("|")[0])
     cfg = read_config(ROOT / "cfg/demo.yml")
     ratio = cfg.schedule.warmup.ratio

@@ -52,7 +52,8 @@ from nanodet.util.config import read_config  # noqa: E402
 from nanodet.util.io import atomic_write_json  # noqa: E402
 
 HEADER = ("| method | path | batch | precision | channels_last | compile | img/s | "
-          + " | ".join(f"{p} ms" for p in PHASES) + " | median / max step ms | peak GPU GB | reserved GPU GB | device |")
+          + " | ".join(f"{p} ms" for p in PHASES)
+          + " | median / max step ms | peak GPU GB | reserved GPU GB | device |")
 
 
 def parse_args(argv=None):
@@ -212,7 +213,8 @@ def row(result):
             f"| {'yes' if result['channels_last'] else 'no'} | {result['compile'] or 'no'} "
             f"| {result['img_per_s']:,.0f} "
             + " ".join(f"| {ms[p]:.1f}" for p in PHASES)
-            + f" | {result['step_ms']['median']:.1f} / {result['step_ms']['max']:.1f} | {peak} | {reserved} | {result['device']} |")
+            + f" | {result['step_ms']['median']:.1f} / {result['step_ms']['max']:.1f} | {peak} | {reserved}"
+            + f" | {result['device']} |")
 
 
 def print_gc_and_slow_steps(result, factor: float = 1.5):

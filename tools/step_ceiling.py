@@ -39,10 +39,12 @@ def random_batch(batch_size, height, width, num_classes, boxes_per_image, device
     if channels_last:
         img = img.contiguous(memory_format=torch.channels_last)
     xy = torch.rand(batch_size, boxes_per_image, 2, generator=generator) * torch.tensor([width * 0.7, height * 0.7])
-    wh = 16 + torch.rand(batch_size, boxes_per_image, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3])
+    spread = torch.tensor([width * 0.3, height * 0.3])
+    wh = 16 + torch.rand(batch_size, boxes_per_image, 2, generator=generator) * spread
     return {"img": img,
             "gt_bboxes_padded": torch.cat([xy, xy + wh], -1).to(device),
-            "gt_labels_padded": torch.randint(num_classes, (batch_size, boxes_per_image), generator=generator).to(device),
+            "gt_labels_padded": torch.randint(num_classes, (batch_size, boxes_per_image),
+                                              generator=generator).to(device),
             "gt_valid": torch.ones(batch_size, boxes_per_image, dtype=torch.bool, device=device)}
 
 
@@ -124,7 +126,8 @@ def main(argv=None):
     cfg = read_config(args.cfg)
     device = torch.device("cuda")
     results = []
-    print("| network | loss | batch | precision | channels_last | compile | cudnn search | set-up s | step ms | img/s |")
+    print("| network | loss | batch | precision | channels_last | compile | cudnn search | set-up s | step ms "
+          "| img/s |")
     for batch_size in args.batch_size:
         for network in args.network:
             for loss in args.loss:

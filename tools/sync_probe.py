@@ -88,7 +88,8 @@ class StepProbe(pl.Callback):
         return {
             "steps": len(ends), "seconds": round(ends[-1] - starts[0], 2),
             "step_median_ms": ms(steps, statistics.median), "step_mean_ms": ms(steps, statistics.mean),
-            "inside_step_median_ms": ms(inside, statistics.median), "between_steps_median_ms": ms(between, statistics.median),
+            "inside_step_median_ms": ms(inside, statistics.median),
+            "between_steps_median_ms": ms(between, statistics.median),
             "epoch_first_step_mean_ms": ms(epoch_starts, statistics.mean),
             "slowest_ms": sorted(round(1e3 * s, 1) for s in steps)[-5:],
         }

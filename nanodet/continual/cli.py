@@ -22,7 +22,8 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="run directory (default runs/<config>/<scenario>/<method>)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234, the paper's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 or cuda:0,1 (default: the config's)")
-    parser.add_argument("--restart", action="store_true", help="discard the run directory's finished tasks and start over")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the run directory's finished tasks and start over")
     parser.add_argument("--handover", choices=("last", "best"), default="last",
                         help="weights handed to the next task: the last epoch's (the paper) or the best on validation")
     parser.add_argument("--base-model", default=None, metavar="MODEL_PTH",

@@ -82,7 +82,8 @@ def results_markdown(results: dict) -> str:
         f"Method settings: `{json.dumps(method)}`; seed {results['seed']}; {results['epochs_per_task']} "
         f"epochs per task; hand-over: {results['handover']}; config `{results['config']}`.",
         "",
-        "| task | new classes | train images | train s | mAP | AP50 | VOC mAP@0.5 | old mAP | new mAP | mean forgetting |",
+        "| task | new classes | train images | train s | mAP | AP50 | VOC mAP@0.5 | old mAP | new mAP "
+        "| mean forgetting |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in results["per_task"]:

@@ -303,7 +303,8 @@ class ContinualRunner:
         scenario = self.scenario
         old, new = scenario.names(scenario.old_classes(t)), scenario.names(scenario.new_classes(t))
         future = scorer.submit(ground_truth_of(eval_dataset), detections, scenario.seen_classes(t), old, new)
-        head = {"task": t, "new_classes": new, "old_classes": old, "seen_classes": scenario.names(scenario.seen_classes(t)),
+        head = {"task": t, "new_classes": new, "old_classes": old,
+                "seen_classes": scenario.names(scenario.seen_classes(t)),
                 "eval_images": len(eval_dataset)}
         return PendingScores(task_dir, future, {**head, **trained})
 
@@ -312,7 +313,8 @@ class ContinualRunner:
         task_dir = pending.task_dir
         entry = json_safe({**pending.entry, **pending.future.result()})  # the same values as read back from disk
         atomic_write_json(task_dir / "eval.json", entry)
-        atomic_write_json(task_dir / "done.json", {"task": entry["task"], "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        finished = time.strftime("%Y-%m-%d %H:%M:%S")
+        atomic_write_json(task_dir / "done.json", {"task": entry["task"], "finished": finished})
         for leftover in ("model_last.ckpt", "model_best.ckpt", "detections.npz", "trained.json"):
             (task_dir / leftover).unlink(missing_ok=True)
         return entry

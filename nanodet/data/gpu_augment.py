@@ -430,7 +430,7 @@ class GpuBatchAugment:
                 "id": torch.arange(batch_size)},
             "warp_matrix": list(matrices32.numpy()),
             "gt_bboxes": [warped_np[i, :n] for i, n in enumerate(counts)],
-            "gt_labels": [np.asarray(l, dtype=np.int64).reshape(-1) for l in labels],
+            "gt_labels": [np.asarray(image, dtype=np.int64).reshape(-1) for image in labels],
             "gt_bboxes_padded": gt[:, :num_gt, :4],
             "gt_labels_padded": gt[:, :num_gt, 4].long(),
             "gt_valid": gt[:, :num_gt, 5] > 0,

@@ -195,7 +195,8 @@ def _object_mask(outline: str, w: float, h: float, angle: float, rng) -> np.ndar
             cv2.ellipse(mask, (int(shift[0]), int(shift[1])), axes, deg, 0, 360, 0, -1)
         elif outline == "target":
             for ratio, value in ((0.7, 0), (0.45, 1), (0.2, 0)):
-                cv2.ellipse(mask, c, (max(int(axes[0] * ratio), 1), max(int(axes[1] * ratio), 1)), deg, 0, 360, value, -1)
+                inner = (max(int(axes[0] * ratio), 1), max(int(axes[1] * ratio), 1))
+                cv2.ellipse(mask, c, inner, deg, 0, 360, value, -1)
         elif outline == "drop":
             tip = to_pixels(np.array([[0.0, -0.5]]))[0]
             base = to_pixels(np.array([[-0.42, 0.05], [0.42, 0.05]]))
@@ -530,7 +531,8 @@ def render_image(rng, width, height, clean: bool = False, crops: CropSource | No
         # included, as an annotator would draw it; truncated parts excluded).
         full = mask[y0 - y:y1 - y, x0 - x:x1 - x]
         ys, xs = np.nonzero(full)
-        objects.append((label, [x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1]))
+        box = [x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1]
+        objects.append((label, box))
     if clean:
         return np.clip(img, 0, 255).astype(np.uint8), objects
     if rng.random() < 0.3:

@@ -86,7 +86,8 @@ class LatentReplay(FrozenBackbone, Replay):
             maps, scales = zip(*(quantize(f[0].cpu(), self.latent_dtype) for f in model.backbone(img)))
             self.latents[self.key(item)] = {
                 "maps": list(maps), "scales": list(scales),
-                "boxes": np.asarray(sample["gt_bboxes"], np.float32), "labels": np.asarray(sample["gt_labels"], np.int64),
+                "boxes": np.asarray(sample["gt_bboxes"], np.float32),
+                "labels": np.asarray(sample["gt_labels"], np.int64),
             }
         model.backbone.train(was_training)
 
@@ -127,7 +128,8 @@ class LatentReplay(FrozenBackbone, Replay):
             levels = len(entries[0]["maps"])
             self._device_buffer = {
                 "maps": [torch.stack([e["maps"][lvl] for e in entries]).to(device) for lvl in range(levels)],
-                "scales": [torch.tensor([float(e["scales"][lvl]) for e in entries], device=device) for lvl in range(levels)],
+                "scales": [torch.tensor([float(e["scales"][lvl]) for e in entries], device=device)
+                           for lvl in range(levels)],
                 "boxes": [e["boxes"] for e in entries], "labels": [e["labels"] for e in entries],
             }
         return self

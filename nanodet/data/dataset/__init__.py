@@ -40,5 +40,5 @@ def build_dataset(dataset_cfg: Mapping, mode: str, class_names: Optional[Sequenc
     return DATASETS[name](mode=mode, keep_classes=keep_classes, **kwargs)
 
 
-__all__ = ["DATASETS", "AnnotationError", "BaseDataset", "CocoDataset", "ImageRecord",
-           "SyntheticDataset", "XMLDataset", "YoloDataset", "build_dataset", "filter_records"]
+__all__ = ["DATASETS", "AnnotationError", "BaseDataset", "CocoDataset", "ImageError", "ImageRecord",
+           "SyntheticDataset", "XMLDataset", "YoloDataset", "build_dataset", "check_images", "filter_records"]
