@@ -281,3 +281,19 @@ def test_a_run_killed_inside_its_tasks_and_resumed_ends_with_the_uninterrupted_w
         for name, value in expected.items():
             torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"task {task}: {name}")
     assert [e["mAP"] for e in resumed["per_task"]] == [e["mAP"] for e in whole["per_task"]]
+
+
+def test_a_run_prints_none_of_the_warnings_the_toolkits_own_choices_provoked(tmp_path, caplog):
+    # Lightning warned at every task: a validation_step without a val loader, a checkpoint
+    # directory that is not empty, the logging interval longer than an epoch, its own pytree
+    # deprecation; and it advertised its cloud logger.
+    import logging
+    import warnings
+
+    provoked = ("validation_step", "exists and is not empty", "logging interval", "LeafSpec")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        assert make_runner(tmp_path).run()["finished"]
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if any(text in m for text in provoked)], messages
+    assert "Tip" not in caplog.text

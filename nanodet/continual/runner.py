@@ -323,10 +323,9 @@ class ContinualRunner:
         """Train task t with Lightning (resuming an interrupted fit); how long it took: start-up
         (from the task's start to its first step: task data, teacher, image cache, Lightning's
         set-up), the first steps (warm-up: cuDNN's search, the graph's capture) and all training."""
-        module = ContinualTask(self.cfg, model, self.method, context, evaluator=None)
         validate = self.handover == "best"
-        if validate:
-            module.evaluator = CocoDetectionEvaluator(eval_dataset)
+        module = ContinualTask(self.cfg, model, self.method, context,
+                               evaluator=CocoDetectionEvaluator(eval_dataset) if validate else None)
         trainer = build_trainer(self.cfg, task_dir, device=self.device, save_best=validate,
                                 enable_progress_bar=self.progress_bar, logger=True, callbacks=self.callbacks)
         resume = self._resume_checkpoint(task_dir)

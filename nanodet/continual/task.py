@@ -25,6 +25,8 @@ class ContinualTask(TrainingTask):
 
     def __init__(self, cfg, model, method: ContinualMethod, context: TaskContext, evaluator=None):
         super().__init__(cfg, evaluator, model=model)
+        if evaluator is None:  # a task that is not validated: Lightning then sets up no val loop
+            self.validation_step = None
         self.method = method
         self.context = context
         self._seconds_before_resume = 0.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -144,7 +146,15 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
                           seed=seed, rank=rank, world_size=world, batch_sampler=batch_sampler)
 
 
-class LastEpochCheckpoint(ModelCheckpoint):
+class RunDirCheckpoint(ModelCheckpoint):
+    """A checkpoint in the run's own directory, beside its log and config (upstream's layout):
+    Lightning's warning that the directory is not empty would then greet every run."""
+
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath):  # Lightning's private check, by its name
+        pass
+
+
+class LastEpochCheckpoint(RunDirCheckpoint):
     """model_last.ckpt after a training epoch, for resuming: written once ``min_interval`` seconds
     have passed since the last write (0: after every epoch), and always after the run's last epoch.
 
@@ -235,6 +245,22 @@ class FreezeLongLivedObjects(pl.Callback):
         self.froze = False
 
 
+class _DropLightningTip(logging.Filter):
+    """Lightning's advertisement for its cloud logger, printed at every Trainer's start."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Silence what Lightning prints because of this toolkit's own choices and not for a user:
+    its cloud-logger tip, and a deprecation inside Lightning's pytree helper under torch 2.10+."""
+    rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTip) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_DropLightningTip())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
                   callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
                   logger: bool = True, save_best: bool = True, max_steps: int = -1,
@@ -248,10 +274,11 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
     steps, so Python's full collections stay short (``FreezeLongLivedObjects`` says why).
     """
     save_dir = Path(save_dir)
+    quiet_lightning()
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
     n_devices = devices if isinstance(devices, int) else len(devices)
     last = LastEpochCheckpoint(save_dir, min_interval=cfg.schedule.checkpoint_interval)
-    best = ModelCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
+    best = RunDirCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
                            mode="max", save_top_k=1, enable_version_counter=False)
     all_callbacks = [last, best] if save_best else [last]
     all_callbacks += [*([FreezeLongLivedObjects()] if freeze_gc else []), *callbacks]
@@ -268,7 +295,9 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
         check_val_every_n_epoch=val_every_n_epochs or cfg.schedule.val_intervals,
         # No gradient_clip_val: TrainingTask clips with cfg.grad_clip itself (a captured step
         # inside its graph), because Lightning refuses one under manual optimization.
-        log_every_n_steps=cfg.log.interval,
+        # Training scalars reach the logger through the module's readout, every log.interval
+        # steps across epochs; Lightning's own per-step logging has nothing left to write.
+        log_every_n_steps=1,
         num_sanity_val_steps=0,
         callbacks=all_callbacks,
         use_distributed_sampler=False,  # build_dataloader and the GPU loader shard themselves

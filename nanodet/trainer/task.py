@@ -239,8 +239,8 @@ class TrainingTask(pl.LightningModule):
         readout, never by reading a device tensor here (``TrainingReadout`` says why)."""
         if self.trainer.progress_bar_callback is not None:
             self.readout.watch(step, {"loss": loss})
-        # The logger only writes every log_every_n_steps, so only those steps are read out.
-        to_logger = (step + 1) % self.trainer.log_every_n_steps == 0
+        # The logger writes every log.interval steps, so only those steps are read out.
+        to_logger = (step + 1) % self.cfg.log.interval == 0
         to_line = step % self.cfg.log.interval == 0 and self.trainer.is_global_zero
         if to_logger or to_line:
             self.readout.request(step, loss_states, lr=self._current_lr(), to_logger=to_logger, to_line=to_line,
