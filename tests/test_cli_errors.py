@@ -69,17 +69,24 @@ def test_a_continual_entry_points_checkpoint_error_is_one_line(tmp_path):
                        "--out", str(tmp_path / "run")])
 
 
-def test_tools_test_asked_for_a_gpu_without_one_warns_and_uses_the_cpu(monkeypatch, caplog):
+def test_evaluation_and_inference_read_device_as_training_does(monkeypatch, caplog):
+    # tools/test.py and tools/inference.py passed "cuda:0,1" straight to torch.device, which fails.
     import torch
 
+    from nanodet.trainer.builders import inference_device
     from nanodet.util import get_logger
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert inference_device("cuda:0,1") == torch.device("cuda:0")
+    assert inference_device("cuda:1") == torch.device("cuda:1")
 
     monkeypatch.setattr(get_logger(), "propagate", True)  # to caplog
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert load_tool("test").pick_device("cuda").type == "cpu"
+    assert inference_device("cuda").type == "cpu"
     assert "CUDA is not available" in caplog.text
     with pytest.raises(ValueError, match="--device 'tpu'"):
-        load_tool("test").pick_device("tpu")
+        inference_device("tpu")
 
 
 def test_a_training_refused_for_its_data_writes_nothing_and_says_so_in_one_line(synthetic_data, tmp_path):

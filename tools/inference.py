@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from nanodet.data.collate import collate_and_pad  # noqa: E402
 from nanodet.data.transform import Pipeline  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
+from nanodet.trainer.builders import inference_device  # noqa: E402
 from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
 from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
 
@@ -28,7 +29,7 @@ class Predictor:
 
     def __init__(self, cfg, model_path, device="cpu"):
         self.cfg = cfg
-        self.device = torch.device(device)
+        self.device = inference_device(device)
         self.model = build_model(cfg.model)
         load_model_weight(self.model, model_path, strict=True)
         self.model.eval().to(self.device)
@@ -86,7 +87,7 @@ def main(argv=None):
     parser.add_argument("--path", required=True, help="an image or a folder of images")
     parser.add_argument("--save-dir", required=True, help="folder for the annotated images")
     parser.add_argument("--score", type=float, default=0.35, help="draw boxes scoring at least this")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     add_config_override_arg(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args.config, args)

@@ -11,29 +11,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from nanodet.data.dataset import build_dataset  # noqa: E402
 from nanodet.evaluator import build_evaluator  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer.builders import resolve_devices  # noqa: E402
+from nanodet.trainer.builders import inference_device  # noqa: E402
 from nanodet.trainer.evaluate import evaluate_model  # noqa: E402
 from nanodet.util import CheckpointError, atomic_write_json, get_logger, load_model_weight  # noqa: E402
 from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
-
-
-def pick_device(name):
-    """The evaluation device: ``--device`` read as the training commands read it (a GPU asked for
-    on a machine without one: a warning and the CPU), or CUDA when there is one."""
-    accelerator, devices = resolve_devices(None, name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--model", required=True, help="checkpoint (.ckpt) or weights (.pth)")
-    parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--save-dir", default=None, help="where to write detections and metrics")
     add_config_override_arg(parser)
     args = parser.parse_args(argv)
@@ -46,7 +37,8 @@ def main(argv=None):
         raise SystemExit(f"error: {err}") from None
     dataset = build_dataset(cfg.data.val, "val", class_names=cfg.class_names)
     evaluator = build_evaluator(cfg.evaluator, dataset)
-    results = evaluate_model(model, dataset, evaluator, cfg, device=pick_device(args.device), save_dir=args.save_dir)
+    results = evaluate_model(model, dataset, evaluator, cfg, device=inference_device(args.device),
+                             save_dir=args.save_dir)
     scalars = {k: round(float(v), 4) for k, v in results.items() if isinstance(v, (int, float))}
     get_logger().info("%s on %d images: %s", args.model, len(dataset), scalars)
     if args.save_dir:

@@ -63,6 +63,14 @@ def resolve_devices(gpu_ids, device: str | None = None):
     return "gpu", usable or [0]
 
 
+def inference_device(name: str | None = None) -> torch.device:
+    """The one device an evaluation or inference command runs on: ``--device`` read as the
+    training commands read it (``cuda:0,1`` takes the first; a GPU asked for on a machine without
+    one: a warning and the CPU), or CUDA when there is one."""
+    accelerator, devices = resolve_devices(None, name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
+
+
 def resolve_precision(precision, accelerator: str) -> str:
     """Lightning's precision for ``device.precision`` on ``accelerator`` ("gpu" or "cpu"). ``auto``,
     the default: bf16 autocast on a GPU that has it, fp32 on a CPU (today's path there)."""
