@@ -42,3 +42,12 @@ class Interrupt(pl.Callback):
     def on_train_epoch_start(self, trainer, module):
         if module.context.index == self.task and trainer.current_epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+def priority_and_threads():
+    """This process's niceness and torch's thread count (run inside a worker process)."""
+    import os
+
+    import torch
+
+    return os.nice(0), torch.get_num_threads()

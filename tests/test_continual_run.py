@@ -297,3 +297,15 @@ def test_a_run_prints_none_of_the_warnings_the_toolkits_own_choices_provoked(tmp
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if any(text in m for text in provoked)], messages
     assert "Tip" not in caplog.text
+
+
+def test_the_scoring_worker_yields_the_host_to_training():
+    # Beside a training loop bound by the host, the worker runs at a lower priority on one thread.
+    from nanodet.continual.scoring import TaskScorer
+
+    scorer = TaskScorer(background=True)
+    try:
+        niceness, threads = scorer._pool.submit(fixtures_continual.priority_and_threads).result()
+    finally:
+        scorer.close()
+    assert niceness >= 10 and threads == 1

@@ -37,7 +37,7 @@ class SeededSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def __len__(self):
-        return self.num_samples // self.world_size if self.world_size > 1 else self.num_samples
+        return self.num_samples // self.world_size
 
     def __iter__(self):
         rng = _epoch_rng(self.seed, self.epoch)

@@ -16,11 +16,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..data.collate import collate_and_pad
 from ..data.seeded_sampling import SeededBatches, SeededSampler
+from ..util.config import PRECISIONS
 from ..util.logger import get_logger
-
-PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
-              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
-              "32-true": "32-true"}
 
 
 def resolve_devices(gpu_ids, device: str | None = None):
@@ -101,28 +98,23 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None,
-                     batch_sampler=None, seed: int | None = None):
+                     batch_sampler=None, seed: int = 0):
     """A loader with the config's batch size and workers; ``batch_sampler`` replaces both
-    the batch size and the shuffling (replay draws its own batches). With a ``seed`` (training
-    does), each epoch's order and augmentation follow from (seed, epoch) alone
-    (nanodet/data/seeded_sampling.py), so a resumed fit trains on the batches an uninterrupted
-    one would have."""
+    the batch size and the shuffling (replay draws its own batches). A training loader's epochs,
+    order and augmentation alike, follow from (seed, epoch) alone (nanodet/data/seeded_sampling.py),
+    so a resumed fit trains on the batches an uninterrupted one would have; it shards itself under
+    DDP (the Trainer injects no sampler)."""
     batch_size = batch_size or cfg.device.batchsize_per_gpu
     num_workers = cfg.device.workers_per_gpu if num_workers is None else num_workers
-    # Dropping a ragged last batch only makes sense when there is more than one batch.
-    drop_last = train and len(dataset) > batch_size
-    rank, world = distributed_rank()
     if batch_sampler is not None:
-        batching = {"batch_sampler": batch_sampler if seed is None else SeededBatches(batch_sampler, seed)}
-    elif seed is not None:
-        # Every loader shards itself under DDP (the Trainer injects no sampler).
-        sampler = SeededSampler(len(dataset), seed, shuffle=train, rank=rank, world_size=world)
-        batching = {"sampler": sampler, "batch_size": batch_size, "drop_last": drop_last}
+        batching = {"batch_sampler": SeededBatches(batch_sampler, seed) if train else batch_sampler}
+    elif not train:
+        batching = {"batch_size": batch_size, "shuffle": False, "drop_last": False}
     else:
-        batching = {"batch_size": batch_size, "shuffle": train, "drop_last": drop_last}
-        if train and world > 1:
-            batching.update(sampler=torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True,
-                                                                        drop_last=True), shuffle=False)
+        rank, world = distributed_rank()
+        # Dropping a ragged last batch only makes sense when there is more than one batch.
+        batching = {"sampler": SeededSampler(len(dataset), seed, rank=rank, world_size=world),
+                    "batch_size": batch_size, "drop_last": len(dataset) > batch_size}
     return torch.utils.data.DataLoader(
         dataset,
         num_workers=num_workers,

@@ -158,6 +158,10 @@ NESTED_KEYS = {
 # Arguments that the builders fill in themselves; a YAML file must not set them.
 INJECTED_ARGS = {"self", "params", "optimizer", "mode", "dataset", "keep_classes"}
 WARMUP_NAMES = ("constant", "linear", "exp")
+# device.precision values (besides "auto") and the Lightning precision each one means.
+PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
+              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
+              "32-true": "32-true"}
 
 
 def _nearest(key: str, valid: Iterable[str]) -> str:
@@ -269,8 +273,6 @@ def validate_config(cfg: Mapping, source: str = "config"):
     for switch in ("gpu_augment", "channels_last", "cuda_graph"):
         if device.get(switch) not in (True, False, "always"):
             raise ConfigError(f"{source}: device.{switch} must be true, false or always, got {device.get(switch)!r}")
-    from ..trainer.builders import PRECISIONS  # here: the trainer package imports this module
-
     if device.get("precision") != "auto" and device.get("precision") not in PRECISIONS:
         raise ConfigError(f"{source}: device.precision must be auto, 32, 16 or bf16, got {device.get('precision')!r}")
     from ..trainer.compile import compile_mode  # here: the trainer package imports this module

@@ -1,5 +1,7 @@
 """YOLO txt annotations."""
 
+from __future__ import annotations
+
 import glob
 import logging
 import os
@@ -39,7 +41,7 @@ class YoloDataset(BaseDataset):
                              if name.lower().endswith(IMAGE_EXTENSIONS))
         if not image_names:
             raise AnnotationError(f"{self.img_path}: no images in this folder")
-        records, self._clipped = [], []
+        records, clipped = [], []  # where boxes overshot their image by more than the tolerance
         for image_id, name in enumerate(image_names, start=1):
             path = os.path.join(self.img_path, name)
             img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -47,13 +49,13 @@ class YoloDataset(BaseDataset):
                 raise FileNotFoundError(f"cannot read image {path} (not an image?)")
             height, width = img.shape[:2]
             txt_path = os.path.join(ann_path, os.path.splitext(name)[0] + ".txt")
-            boxes, labels = self.read_labels(txt_path, width, height)
+            boxes, labels = self.read_labels(txt_path, width, height, clipped)
             records.append(ImageRecord(id=image_id, file_name=name, height=height, width=width,
                                        boxes=boxes, labels=labels,
                                        difficult=np.zeros(len(labels), dtype=bool)))
-        if self._clipped:
+        if clipped:
             logger.warning("%s: %d boxes extend more than %g pixel past their image and were clipped to it, "
-                           "e.g. %s", ann_path, len(self._clipped), CLIP_TOLERANCE, self._clipped[0])
+                           "e.g. %s", ann_path, len(clipped), CLIP_TOLERANCE, clipped[0])
         stems = {os.path.splitext(name)[0] for name in image_names}
         orphans = [p for p in glob.glob(os.path.join(ann_path, "*.txt"))
                    if os.path.splitext(os.path.basename(p))[0] not in stems]
@@ -62,8 +64,9 @@ class YoloDataset(BaseDataset):
                            orphans[0])
         return records
 
-    def read_labels(self, txt_path: str, width: int, height: int):
-        """Boxes (xyxy pixels) and labels of one txt file; none if the file does not exist."""
+    def read_labels(self, txt_path: str, width: int, height: int, clipped: list | None = None):
+        """Boxes (xyxy pixels) and labels of one txt file; none if the file does not exist.
+        ``clipped`` collects the places of boxes clipped by more than ``CLIP_TOLERANCE``."""
         boxes, labels = [], []
         if not os.path.isfile(txt_path):
             return boxes, labels
@@ -92,8 +95,9 @@ class YoloDataset(BaseDataset):
                     logger.warning("%s: skipping a box outside the image", where)
                     continue
                 # Rounding in a label file overshoots by a fraction of a pixel; more is a wrong box.
-                if max(box[0] - x0, box[1] - y0, x1 - box[2], y1 - box[3]) > CLIP_TOLERANCE:
-                    self._clipped.append(where)
+                overshoot = max(box[0] - x0, box[1] - y0, x1 - box[2], y1 - box[3])
+                if clipped is not None and overshoot > CLIP_TOLERANCE:
+                    clipped.append(where)
                 boxes.append(box)
                 labels.append(int(cls))
         return boxes, labels
