@@ -233,3 +233,26 @@ def test_mobilenetv2_computes_the_same_features_as_torchvision_with_its_weights(
         stage2, stage6 = model(x)
     assert torch.equal(stage2, _output_of(reference, reference.features[6], x))
     assert torch.equal(stage6, _output_of(reference, reference.features[18], x))
+
+
+def test_channel_shuffle_keeps_a_channels_last_tensor_channels_last_with_the_same_values():
+    from nanodet.model.backbone.shufflenetv2 import channel_shuffle
+
+    x = torch.randn(2, 8, 3, 5)
+    expected = channel_shuffle(x, 2)
+    assert torch.equal(expected[:, 1], x[:, 4]) and torch.equal(expected[:, 2], x[:, 1])  # (0 4 1 5 2 6 3 7)
+    shuffled = channel_shuffle(x.contiguous(memory_format=torch.channels_last), 2)
+    assert torch.equal(shuffled, expected)
+    assert shuffled.is_contiguous(memory_format=torch.channels_last) and not shuffled.is_contiguous()
+
+
+def test_a_channels_last_shufflenet_gives_the_nchw_outputs_and_keeps_its_layout():
+    torch.manual_seed(0)
+    model = shufflenet(model_size="0.5x").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        outputs = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    for got, want in zip(outputs, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert got.is_contiguous(memory_format=torch.channels_last)

@@ -122,3 +122,15 @@ def test_a_cpu_pipeline_batch_gets_its_ground_truth_padded():
 def test_config_refuses_other_cuda_graph_values_naming_key_and_value(value):
     with pytest.raises(ConfigError, match=f"device.cuda_graph must be true, false or always, got {value!r}"):
         read_config(fixtures_continual.ROOT / "cfg/demo.yml", [f"device.cuda_graph={value}"])
+
+
+def test_a_captured_optimizer_is_capturable_and_fused_where_torch_offers_both():
+    assert captured_step.capturable_optimizer_options(torch.optim.AdamW) == {"capturable": True, "fused": True}
+    assert captured_step.capturable_optimizer_options(torch.optim.Adam) == {"capturable": True, "fused": True}
+    assert captured_step.capturable_optimizer_options(torch.optim.SGD) == {}  # nothing to make capturable
+    # The options build an optimizer that steps (fused AdamW runs on the CPU too).
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1, **captured_step.capturable_optimizer_options(torch.optim.AdamW))
+    weight.sum().backward()
+    optimizer.step()
+    assert torch.all(weight < 1)

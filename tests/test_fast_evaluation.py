@@ -74,6 +74,37 @@ def test_batched_nms_keeps_what_nms_per_image_keeps():
         assert torch.equal(labels[image == i], expected_labels)
 
 
+def clustered_candidates(images, priors, classes, seed):
+    """Boxes in a few tight clusters (long chains of overlaps, as around real objects), random
+    scores: the hard case for NMS."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.rand(images, 6, 2, generator=generator) * 200
+    member = torch.randint(6, (images, priors), generator=generator)
+    xy = centres.gather(1, member[..., None].expand(-1, -1, 2))
+    xy = xy + torch.randn(images, priors, 2, generator=generator) * 4
+    wh = 20 + torch.rand(images, priors, 2, generator=generator) * 10
+    return torch.cat([xy, xy + wh], -1), torch.rand(images, priors, classes, generator=generator) ** 2
+
+
+@pytest.mark.parametrize("max_num, prefix", [(100, 1024), (100, 8), (20, 8), (-1, 8)])
+def test_batched_nms_on_clusters_keeps_what_nms_per_image_keeps(max_num, prefix):
+    boxes, scores = clustered_candidates(3, 400, 4, seed=5)
+    scores[1] = 0.0  # an image without a single candidate
+    image, dets, labels = batched_multiclass_nms(boxes, scores, 0.05, 0.6, max_num=max_num, prefix=prefix)
+    for i in range(3):
+        expected_dets, expected_labels = multiclass_nms(boxes[i], scores[i], 0.05, 0.6, max_num=max_num)
+        assert len(expected_dets) == (0 if i == 1 else max_num if max_num > 0 else len(expected_dets))
+        torch.testing.assert_close(dets[image == i], expected_dets)
+        assert torch.equal(labels[image == i], expected_labels)
+
+
+def test_batched_nms_of_no_images_and_no_candidates():
+    for images in (0, 2):
+        image, dets, labels = batched_multiclass_nms(torch.zeros(images, 10, 4), torch.zeros(images, 10, 3),
+                                                     0.05, 0.6, max_num=100)
+        assert image.shape == (0,) and dets.shape == (0, 5) and labels.shape == (0,)
+
+
 def reference_results(model, dataset, cfg):
     """Upstream's way: the CPU pipeline through a DataLoader, post_process image by image."""
     results = {}
@@ -84,8 +115,10 @@ def reference_results(model, dataset, cfg):
 
 
 def test_fast_predictions_equal_upstreams_post_process(eager_model, dataset, cfg):
-    expected = reference_results(eager_model, dataset, cfg)
-    got = predict_dataset(eager_model, dataset, cfg)
+    assert_same_results(predict_dataset(eager_model, dataset, cfg), reference_results(eager_model, dataset, cfg))
+
+
+def assert_same_results(got, expected):
     assert got.keys() == expected.keys()
     total = 0
     for img_id, per_class in expected.items():
@@ -94,7 +127,7 @@ def test_fast_predictions_equal_upstreams_post_process(eager_model, dataset, cfg
             np.testing.assert_allclose(np.asarray(got[img_id][label]).reshape(-1, 5),
                                        np.asarray(rows).reshape(-1, 5), rtol=1e-6, atol=1e-4)
             total += len(rows)
-    assert total > 10 * len(dataset)
+    assert total > 10 * len(expected)
 
 
 def test_a_subset_is_served_from_the_images_of_the_whole_set(eager_model, dataset, cfg):
@@ -113,3 +146,16 @@ def test_an_image_outside_the_cached_set_is_refused_by_id(dataset):
     missing = next(r.id for r in dataset.records if r.id not in {x.id for x in dataset.subset([0]).records})
     with pytest.raises(ValueError, match=f"image id {missing} is not among the cached evaluation images"):
         images.rows(dataset)
+
+
+def test_every_batch_the_network_sees_has_the_batch_size_and_blank_fillers_add_nothing(eager_model, dataset, cfg):
+    batch_size = cfg.device.batchsize_per_gpu
+    assert len(dataset) % batch_size  # a ragged last batch, which upstream runs as it is
+    seen = []
+    hook = eager_model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    try:
+        got = predict_dataset(eager_model, dataset, cfg)
+    finally:
+        hook.remove()
+    assert seen == [batch_size] * -(-len(dataset) // batch_size)
+    assert_same_results(got, reference_results(eager_model, dataset, cfg))

@@ -29,7 +29,8 @@ import torch  # noqa: E402
 from nanodet.util.cli import run_main  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer import compile as compiling  # noqa: E402
-from nanodet.trainer.captured_step import CapturedTrainingStep, lr_as_tensors  # noqa: E402
+from nanodet.trainer.captured_step import (  # noqa: E402
+    CapturedTrainingStep, capturable_optimizer_options, lr_as_tensors)
 from nanodet.util.config import read_config  # noqa: E402
 from nanodet.util.io import atomic_write_json  # noqa: E402
 
@@ -63,6 +64,33 @@ def make_loss(model, network: str, loss: str):
     return compute_loss
 
 
+def profile_steps(compute_loss, optimizer, params, clip_norm, canvas, batch, steps: int, top: int = 30) -> dict:
+    """The same step run eagerly under torch.profiler: GPU time per step by operator and kernel
+    (what a graph replay spends its time on; launch costs excluded)."""
+    eager = CapturedTrainingStep(compute_loss, optimizer, params, clip_norm, canvas=canvas, use_graphs=False)
+    eager(batch)
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            eager(batch)
+        torch.cuda.synchronize()
+    events = profiler.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    total_us = sum(e.self_device_time_total for e in kernels) / steps
+
+    def rows(items):
+        ranked = sorted(items, key=lambda e: e.self_device_time_total, reverse=True)[:top]
+        return [{"name": e.key[:120], "us_per_step": round(e.self_device_time_total / steps, 1),
+                 "calls_per_step": e.count / steps,
+                 "share": round(e.self_device_time_total / steps / max(total_us, 1e-9), 4)} for e in ranked]
+
+    operators = [e for e in events if e.device_type != torch.autograd.DeviceType.CUDA and e.key.startswith("aten::")]
+    return {"gpu_ms_per_step": round(total_us / 1000, 3),
+            "kernels_per_step": sum(e.count for e in kernels) / steps,
+            "kernels": rows(kernels), "operators": rows(operators)}
+
+
 def measure(cfg, network, loss, batch_size, args, device):
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device).train()
@@ -72,7 +100,9 @@ def measure(cfg, network, loss, batch_size, args, device):
         model.backbone.eval().requires_grad_(False)
     parts = compiling.compile_detector(model, args.compile) if args.compile else []
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, capturable=True)
+    # As training builds it for a captured step (capturable, fused).
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05,
+                                  **capturable_optimizer_options(torch.optim.AdamW))
     lr_as_tensors(optimizer, device)
     width, height = cfg.data.train.input_size
     step = CapturedTrainingStep(make_loss(model, network, loss), optimizer, params, cfg.grad_clip,
@@ -95,10 +125,14 @@ def measure(cfg, network, loss, batch_size, args, device):
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) / args.replays)
+        profile = profile_steps(make_loss(model, network, loss), optimizer, params, cfg.grad_clip, (height, width),
+                                batch, args.profile) if args.profile else None
     compiling.restore(parts)
     median = sorted(times)[len(times) // 2]
-    return {"network": network, "loss": loss, "batch": batch_size, "precision": args.precision,
-            "cudnn_benchmark": args.cudnn_benchmark, "setup_seconds": round(setup_seconds, 2),
+    extra = {"profile": profile} if profile else {}
+    return {**extra, "network": network, "loss": loss, "batch": batch_size, "precision": args.precision,
+            "cudnn_benchmark": args.cudnn_benchmark, "benchmark_limit": torch.backends.cudnn.benchmark_limit,
+            "setup_seconds": round(setup_seconds, 2),
             "channels_last": args.channels_last, "compile": args.compile or False,
             "graphs": step.captures, "step_ms": median, "img_per_s": batch_size / median * 1000,
             "trainable_parameters": sum(p.numel() for p in params)}
@@ -116,14 +150,23 @@ def main(argv=None):
     parser.add_argument("--boxes", type=int, default=8, help="ground-truth boxes per image (detection loss)")
     parser.add_argument("--replays", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
-                        help="cuDNN's algorithm search for each new shape (the Trainer's setting on a GPU)")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                        help="cuDNN's algorithm search for each new shape (default: the config's "
+                             "device.cudnn_benchmark, as training uses it)")
+    parser.add_argument("--benchmark-limit", type=int, default=None,
+                        help="torch.backends.cudnn.benchmark_limit: algorithms cuDNN's search tries per shape")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile this many eager steps: GPU time by operator and kernel")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("tools/step_ceiling.py measures CUDA graphs: it needs a CUDA device")
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     cfg = read_config(args.cfg)
+    if args.cudnn_benchmark is None:
+        args.cudnn_benchmark = cfg.device.cudnn_benchmark
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.benchmark_limit is not None:
+        torch.backends.cudnn.benchmark_limit = args.benchmark_limit
     device = torch.device("cuda")
     results = []
     print("| network | loss | batch | precision | channels_last | compile | cudnn search | set-up s | step ms "

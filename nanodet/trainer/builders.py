@@ -304,5 +304,5 @@ def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, devi
         logger=TensorBoardLogger(save_dir, name="tensorboard", version="") if logger else False,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
-        benchmark=accelerator == "gpu",
+        benchmark=accelerator == "gpu" and cfg.device.cudnn_benchmark,
     )

@@ -8,7 +8,8 @@ cheaper than a Trainer. What makes it fast (the runner evaluates after every tas
   every evaluation, each task's subset by row;
 * batches are normalised and padded on the device exactly as the CPU collate does them (same
   float32 operations, same batches, same padding), so the network sees the same input;
-* inference runs in the training precision (``device.precision``, ``device.channels_last``);
+* inference runs in the training precision (``device.precision``, ``device.channels_last``), every
+  batch of the same size (the last one filled with blank images, their detections dropped);
 * decoding and NMS run on the device for the whole batch (``NanoDetPlusHead.detect``), with one
   copy of the kept boxes to the host per batch; they are mapped back to the original images in
   one vectorised step and returned as flat ``Detections``, which the evaluators take directly.
@@ -114,11 +115,18 @@ def predict_detections(model: torch.nn.Module, dataset, cfg, device: torch.devic
         for start in range(0, len(rows), batch_size):
             batch_rows = rows[start:start + batch_size]
             img = images.batch(batch_rows)
+            if len(batch_rows) < batch_size:
+                # Blank images fill the last batch: every batch has the training batch's shape, so
+                # cuDNN plans no new convolutions (on an H200 planning them for one new batch size
+                # costs seconds, and each task's evaluation set has another size).
+                img = torch.cat([img, img.new_zeros((batch_size - len(batch_rows), *img.shape[1:]))])
             if channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
             with inference_context(device, cfg.device.precision):
                 preds = model(img)
             image, dets, labels = model.head.detect(preds, img.shape[2:])
+            real = image < len(batch_rows)
+            image, dets, labels = image[real], dets[real], labels[real]
             image, dets, labels = image.cpu().numpy(), dets.float().cpu().numpy(), labels.cpu().numpy()
             position = start + image  # index into this dataset's records
             inverse = np.linalg.inv(images.warp_matrices[batch_rows])[image]

@@ -30,6 +30,11 @@ TORCHVISION_URLS = {
 
 def channel_shuffle(x, groups):
     batch_size, num_channels, height, width = x.size()
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Shuffle along the innermost (channel) axis, so the result stays channels_last: the
+        # usual version returns NCHW, which the next convolution converts back (two copies).
+        nhwc = x.permute(0, 2, 3, 1).reshape(batch_size, height, width, groups, num_channels // groups)
+        return nhwc.transpose(3, 4).reshape(batch_size, height, width, num_channels).permute(0, 3, 1, 2)
     x = x.view(batch_size, groups, num_channels // groups, height, width)
     x = torch.transpose(x, 1, 2).contiguous()
     return x.view(batch_size, -1, height, width)

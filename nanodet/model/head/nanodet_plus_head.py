@@ -67,32 +67,95 @@ def multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1):
     return torch.cat([boxes[keep], kept_scores[keep, None]], dim=1), labels[keep]
 
 
-def batched_multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1):
-    """``multiclass_nms`` for a whole batch at once, on the device: one NMS call for every image
-    and class (boxes of different images or classes never suppress each other), then at most
-    ``max_num`` per image, best first.
+NMS_PREFIX = 1024  # candidates per image NMS-ed first; an image needing more is redone with all
+NMS_BLOCK_ELEMENTS = 1 << 25  # images per pass are chosen so that [images, K, K] stays this small
+
+
+def _pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of boxes within each image, [B, K, 4] -> [B, K, K], in torchvision's
+    nms arithmetic (no +1, intersection clamped at zero)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    area = (x2 - x1) * (y2 - y1)
+    width = (torch.minimum(x2[:, :, None], x2[:, None]) - torch.maximum(x1[:, :, None], x1[:, None])).clamp(min=0)
+    height = (torch.minimum(y2[:, :, None], y2[:, None]) - torch.maximum(y1[:, :, None], y1[:, None])).clamp(min=0)
+    inter = width * height
+    return inter / (area[:, :, None] + area[:, None] - inter)
+
+
+def greedy_nms_keep(boxes, labels, valid, iou_threshold):
+    """Greedy class-wise NMS of padded, score-sorted candidate lists, all images at once.
+
+    Args:
+        boxes (Tensor [B, K, 4]), labels (Tensor [B, K]), valid (Tensor [B, K] bool): each
+            image's candidates by decreasing score, padding (``valid`` False) at the end.
+
+    Returns:
+        keep (Tensor [B, K] bool): what torchvision's ``batched_nms`` keeps within each image,
+        classes apart.
+
+    A candidate is kept when no kept candidate before it (same image and class) overlaps it by
+    more than ``iou_threshold``. That rule has one solution, greedy NMS's; it is reached by
+    applying the rule to the whole list at once until nothing changes (at least one more
+    position is settled per round, and a few rounds settle real detections), so the work is a
+    handful of batched tensor operations instead of a loop over boxes or classes.
+    """
+    count = boxes.shape[1]
+    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
+    suppresses = ((_pairwise_iou(boxes.float()) > iou_threshold) & (labels[:, :, None] == labels[:, None])
+                  & earlier & valid[:, :, None])
+    keep = valid
+    while True:
+        settled = valid & ~(keep[:, :, None] & suppresses).any(dim=1)
+        if torch.equal(settled, keep):
+            return keep
+        keep = settled
+
+
+def batched_multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1, prefix=NMS_PREFIX):
+    """``multiclass_nms`` for a whole batch at once, on the device.
 
     Args:
         bboxes (Tensor [B, N, 4]): one box per prior, shared by all classes.
         scores (Tensor [B, N, C]): per-class scores.
+        prefix: candidates per image taken first (by decreasing score). NMS keeps or drops a
+            candidate by looking only at better ones, so the prefix's decisions are final; an
+            image whose prefix keeps fewer than ``max_num`` while it has more candidates is
+            redone with all of them. The result does not depend on ``prefix``.
 
     Returns:
         (image [K], dets [K, 5] as x1, y1, x2, y2, score, labels [K]): grouped by image in
         ascending order, each image's rows by decreasing score, as ``multiclass_nms`` orders them.
     """
-    image, prior, labels = (scores > score_thr).nonzero(as_tuple=True)
-    boxes = bboxes[image, prior]
-    kept_scores = scores[image, prior, labels]
-    # float64: torchvision separates the groups by offsetting their boxes, which with thousands
-    # of groups would cost float32 its precision.
-    keep = batched_nms(boxes.double(), kept_scores.double(), image * scores.shape[2] + labels, iou_threshold)
-    keep = keep[torch.argsort(image[keep], stable=True)]  # by image, each still best first
-    if max_num > 0:
-        counts = torch.bincount(image[keep], minlength=bboxes.shape[0])
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(len(keep), device=keep.device) - starts[image[keep]]
-        keep = keep[rank < max_num]
-    return image[keep], torch.cat([boxes[keep], kept_scores[keep, None]], dim=1), labels[keep]
+    batch, priors, classes = scores.shape
+    flat = scores.reshape(batch, priors * classes)
+    candidates = (flat > score_thr).sum(dim=1)
+    most = int(candidates.max()) if batch else 0
+    width = most if max_num <= 0 else min(most, max(prefix, max_num))
+    pending = torch.arange(batch, device=scores.device)
+    image, kept_scores, index = [pending[:0]], [flat[:0, 0]], [pending[:0]]  # each image's kept candidates
+    while len(pending):
+        values, order = flat[pending].topk(width, dim=1)
+        valid = values > score_thr
+        boxes = bboxes[pending[:, None], order // classes]
+        keep = torch.zeros_like(valid)
+        step = max(1, NMS_BLOCK_ELEMENTS // max(1, width * width))
+        for block in range(0, len(pending), step):
+            part = slice(block, block + step)
+            keep[part] = greedy_nms_keep(boxes[part], order[part] % classes, valid[part], iou_threshold)
+        settled = candidates[pending] <= width
+        if max_num > 0:
+            keep &= keep.cumsum(dim=1) <= max_num
+            settled |= keep.sum(dim=1) >= max_num
+        row, position = (keep & settled[:, None]).nonzero(as_tuple=True)
+        image.append(pending[row])
+        kept_scores.append(values[row, position])
+        index.append(order[row, position])
+        pending, width = pending[~settled], most  # the few unsettled images: all their candidates
+    image, kept_scores, index = torch.cat(image), torch.cat(kept_scores), torch.cat(index)
+    by_image = torch.argsort(image, stable=True)  # each image's rows stay best first
+    image, kept_scores, index = image[by_image], kept_scores[by_image], index[by_image]
+    boxes = bboxes[image, index // classes]
+    return image, torch.cat([boxes, kept_scores[:, None].to(boxes.dtype)], dim=1), index % classes
 
 
 def _gt_batch_to_device(items, row_shape, dtype, device):
