@@ -11,7 +11,7 @@ from nanodet.model.head import build_head
 from nanodet.model.head.assigner import DynamicSoftLabelAssigner
 from nanodet.model.head.assigner.batched_dsl_assigner import BatchedDynamicSoftLabelAssigner
 from nanodet.model.head.assigner.dsl_assigner import center_in_gt_mask, soft_label_cls_cost
-from nanodet.model.head.nanodet_plus_head import PADDED_GT_KEYS, _pad_on_device, pad_gt_batch
+from nanodet.util.gt_batch import PADDED_GT_KEYS, pad_gt_batch, pad_on_device
 from nanodet.model.loss import bbox_overlaps
 
 SIZE = 128
@@ -195,7 +195,7 @@ def test_batched_targets_equal_the_per_image_targets():
     preds, meta = head_batch(1)
     head = make_head()
     priors = head.get_center_priors(SIZE, SIZE, torch.device("cpu"))
-    cls_preds, reg_preds = head._split(preds)
+    cls_preds, reg_preds = head.split_preds(preds)
     decoded = head.decode(priors, reg_preds)
     for ref, new in zip(head.target_assign(cls_preds, priors, decoded, meta),
                         head.target_assign_batched(cls_preds, priors, decoded, meta)):
@@ -223,7 +223,7 @@ def test_gt_given_as_tensors_pads_the_same():
     as_tensors = pad_gt_batch({"gt_bboxes": [torch.from_numpy(b) for b, _ in gts],
                                "gt_labels": [torch.from_numpy(labels) for _, labels in gts]}, torch.device("cpu"))
     # Tensors already on an accelerator are padded there; the same result.
-    on_device = _pad_on_device([torch.from_numpy(b) for b, _ in gts],
+    on_device = pad_on_device([torch.from_numpy(b) for b, _ in gts],
                                [torch.from_numpy(labels) for _, labels in gts], None, torch.device("cpu"))
     for a, b, c in zip(as_numpy[:3], as_tensors[:3], on_device[:3]):
         assert torch.equal(a, b) and torch.equal(a, c)

@@ -7,7 +7,7 @@ from torchvision.ops import box_iou
 
 from nanodet.continual.methods.pseudo_labels import add_pseudo_labels
 from nanodet.model.head import build_head
-from nanodet.model.head.nanodet_plus_head import PADDED_GT_KEYS, pad_gt_batch
+from nanodet.util.gt_batch import PADDED_GT_KEYS, pad_gt_batch
 from nanodet.util.config import read_config
 
 SIZE = 96  # input pixels: 144 + 36 + 9 + 4 = 193 priors at strides 8..64
@@ -21,7 +21,7 @@ def head():
 
 def per_image_reference(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
     """The straightforward way: decode and NMS each image, filter, drop boxes on ground truth."""
-    cls_preds, reg_preds = head._split(teacher_preds)
+    cls_preds, reg_preds = head.split_preds(teacher_preds)
     boxes_out, labels_out = [], []
     old = torch.tensor(old_classes)
     for (dets, labels), gt_boxes, gt_labels in zip(head.get_bboxes(cls_preds, reg_preds, batch),
@@ -45,7 +45,7 @@ def random_case(head, seed, images=4):
     hot = torch.rand(images, priors, head.num_classes, generator=g) < 0.01
     preds[..., :head.num_classes][hot] += 8.0 * torch.rand(int(hot.sum()), generator=g)
     gt_boxes, gt_labels = [], []
-    cls_preds, reg_preds = head._split(preds)
+    cls_preds, reg_preds = head.split_preds(preds)
     detections = head.get_bboxes(cls_preds, reg_preds, {"img": torch.zeros(images, 3, SIZE, SIZE)})
     for i, (dets, _) in enumerate(detections):
         n = i % 3  # 0, 1 or 2 boxes; some of them exactly on a detection, so it must be dropped

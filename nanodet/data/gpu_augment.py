@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..util.gt_batch import pack_rows, pad_rows, to_device, unpack_rows
 from .transform.pipeline import RANDOM_KEYS, SHAPE_KEYS
 from .transform.warp import get_minimum_dst_shape
 
@@ -298,16 +299,6 @@ def _sizes(values, batch_size, default):
     return torch.as_tensor(np.asarray(values), dtype=torch.float64).reshape(batch_size, 2)
 
 
-def _pad_rows(items, row_shape, min_rows=0):
-    """Per-image arrays -> (padded float32 [B, R, *row_shape], counts)."""
-    arrays = [np.asarray(a, dtype=np.float32).reshape((-1,) + row_shape) for a in items]
-    counts = [len(a) for a in arrays]
-    out = np.zeros((len(arrays), max([min_rows] + counts)) + row_shape, dtype=np.float32)
-    for i, a in enumerate(arrays):
-        out[i, :len(a)] = a
-    return torch.from_numpy(out), counts
-
-
 class GpuBatchAugment:
     """Augment a batch of uint8 images and their boxes on ``device``.
 
@@ -392,14 +383,14 @@ class GpuBatchAugment:
         matrices32 = matrices.to(torch.float32)
         matrices = matrices32.to(torch.float64)
 
-        box_rows, counts = _pad_rows(boxes, (4,), min_rows=1)
-        label_rows, label_counts = _pad_rows(labels, ())
+        box_rows, counts = pad_rows(boxes, (4,), min_rows=1)
+        label_rows, label_counts = pad_rows(labels, ())
         if counts != label_counts:
             raise ValueError(f"boxes and labels differ in length per image: {counts} vs {label_counts}")
         warped_boxes = warp_boxes_batched(box_rows, matrices, dst[:, 0], dst[:, 1])
         ignore_rows = ignore_counts = None
         if gt_bboxes_ignore is not None:
-            ignore_rows, ignore_counts = _pad_rows(gt_bboxes_ignore, (4,))
+            ignore_rows, ignore_counts = pad_rows(gt_bboxes_ignore, (4,))
             ignore_rows = warp_boxes_batched(ignore_rows, matrices, dst[:, 0], dst[:, 1])
 
         to_source = self._source_matrices(matrices, original, stored, stored_w, stored_h)
@@ -409,9 +400,9 @@ class GpuBatchAugment:
             torch.stack([params.brightness, params.contrast, params.saturation,
                          params.saturation_on.to(torch.float64), dst[:, 0], dst[:, 1]], 1).to(torch.float32),
         ], dim=1)
-        gt = self._gt_rows(warped_boxes, label_rows, counts, ignore_rows, ignore_counts)
+        gt = pack_rows(warped_boxes, label_rows, counts, ignore_rows, ignore_counts)
         packed = torch.cat([per_image, gt.reshape(batch_size, -1)], dim=1)
-        packed = self._to_device(packed)
+        packed = to_device(packed, self.device)
         per_image, gt = packed[:, :15], packed[:, 15:].reshape(gt.shape)
 
         img = self._warp(images, per_image[:, :9].reshape(-1, 3, 3), canvas_w, canvas_h)
@@ -431,15 +422,11 @@ class GpuBatchAugment:
             "warp_matrix": list(matrices32.numpy()),
             "gt_bboxes": [warped_np[i, :n] for i, n in enumerate(counts)],
             "gt_labels": [np.asarray(image, dtype=np.int64).reshape(-1) for image in labels],
-            "gt_bboxes_padded": gt[:, :num_gt, :4],
-            "gt_labels_padded": gt[:, :num_gt, 4].long(),
-            "gt_valid": gt[:, :num_gt, 5] > 0,
+            **unpack_rows(gt, num_gt, with_ignore=ignore_rows is not None).batch_entries(),
         }
         if ignore_rows is not None:
             ignore_np = ignore_rows.numpy()
             batch["gt_bboxes_ignore"] = [ignore_np[i, :n] for i, n in enumerate(ignore_counts)]
-            batch["gt_bboxes_ignore_padded"] = gt[:, num_gt:, :4]
-            batch["gt_ignore_valid"] = gt[:, num_gt:, 5] > 0
         return batch
 
     # ------------------------------------------------------------------ pieces
@@ -479,24 +466,6 @@ class GpuBatchAugment:
                                   [0, 2 / storage_h, 1 / storage_h - 1],
                                   [0, 0, 1]], dtype=torch.float64)
         return normalise @ to_stored @ torch.linalg.inv(matrices)
-
-    def _gt_rows(self, boxes, labels, counts, ignore, ignore_counts):
-        """[B, G + I, 6] rows (x0, y0, x1, y1, label, valid): GT then ignore regions."""
-        batch_size, num_gt = boxes.shape[:2]
-        valid = torch.arange(num_gt)[None, :] < torch.tensor(counts)[:, None]
-        label_cols = torch.zeros(batch_size, num_gt)
-        label_cols[:, :labels.shape[1]] = labels
-        parts = [torch.cat([boxes, label_cols[..., None], valid[..., None].float()], dim=2)]
-        if ignore is not None:
-            ignore_valid = torch.arange(ignore.shape[1])[None, :] < torch.tensor(ignore_counts)[:, None]
-            parts.append(torch.cat([ignore, torch.zeros_like(ignore[..., :1]),
-                                    ignore_valid[..., None].float()], dim=2))
-        return torch.cat(parts, dim=1)
-
-    def _to_device(self, tensor):
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.to(self.device)
 
     def _warp(self, images, to_source, width, height):
         """One ``grid_sample`` for the batch; integer-rounded as OpenCV's uint8 output."""

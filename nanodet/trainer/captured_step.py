@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from ..model.head.nanodet_plus_head import PADDED_GT_KEYS, pad_gt_batch
+from ..util.gt_batch import PADDED_GT_KEYS, PADDED_IGNORE_KEYS, pad_gt_batch
 
 GT_ROWS_MULTIPLE = 16  # ground-truth rows per image are padded to a multiple of this
 EAGER_STEPS_BEFORE_CAPTURE = 2  # steps of a new batch shape run eagerly before its graph is captured
@@ -60,8 +60,9 @@ class StaticBatch:
             "gt_valid": torch.zeros((img.shape[0], gt_rows), dtype=torch.bool, device=img.device),
         }
         if ignore_rows:
-            self.tensors["gt_bboxes_ignore_padded"] = torch.zeros((img.shape[0], ignore_rows, 4), device=img.device)
-            self.tensors["gt_ignore_valid"] = torch.zeros((img.shape[0], ignore_rows), dtype=torch.bool,
+            ignore_key, ignore_valid_key = PADDED_IGNORE_KEYS
+            self.tensors[ignore_key] = torch.zeros((img.shape[0], ignore_rows, 4), device=img.device)
+            self.tensors[ignore_valid_key] = torch.zeros((img.shape[0], ignore_rows), dtype=torch.bool,
                                                           device=img.device)
 
     def load(self, batch: dict) -> dict:
@@ -80,11 +81,7 @@ def with_padded_gt(batch: dict) -> dict:
     (a CPU-pipeline batch gets it here, by one asynchronous copy, outside the graph)."""
     if all(key in batch for key in PADDED_GT_KEYS):
         return batch
-    gt = pad_gt_batch(batch, batch["img"].device, with_ignore=True)
-    padded = dict(zip(PADDED_GT_KEYS, (gt.bboxes, gt.labels, gt.valid)))
-    if gt.ignore is not None:
-        padded.update(gt_bboxes_ignore_padded=gt.ignore, gt_ignore_valid=gt.ignore_valid)
-    return {**batch, **padded}
+    return {**batch, **pad_gt_batch(batch, batch["img"].device, with_ignore=True).batch_entries()}
 
 
 def batch_key(batch: dict, canvas: tuple[int, int]) -> tuple:
@@ -93,7 +90,7 @@ def batch_key(batch: dict, canvas: tuple[int, int]) -> tuple:
     if img.shape[2] > canvas[0] or img.shape[3] > canvas[1]:
         raise ValueError(f"device.cuda_graph: a batch of {tuple(img.shape[2:])} images is larger than the "
                          f"input size {canvas}")
-    ignore = batch.get("gt_bboxes_ignore_padded")
+    ignore = batch.get(PADDED_IGNORE_KEYS[0])
     ignore_rows = 0 if ignore is None else _round_up(ignore.shape[1], GT_ROWS_MULTIPLE)
     return img.shape[0], _round_up(batch["gt_bboxes_padded"].shape[1], GT_ROWS_MULTIPLE), ignore_rows
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ...model.head.nanodet_plus_head import PADDED_GT_KEYS
 from ...trainer.builders import build_train_loader
+from ...util.gt_batch import PADDED_GT_KEYS
 from ..scenario import Scenario
 from .pseudo_labels import add_pseudo_labels
 from .teacher import StudentOutputs, Teacher

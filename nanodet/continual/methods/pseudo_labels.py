@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from ...model.head.nanodet_plus_head import PADDED_GT_KEYS, pad_gt_batch
 from ...model.loss.iou_loss import bbox_overlaps
+from ...util.gt_batch import pad_gt_batch
 
 
 def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
@@ -32,7 +32,7 @@ def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, 
     image's, so they line up with the (augmented) ground truth; they follow the image's own boxes,
     best first. The input batch is not modified.
     """
-    cls_preds, reg_preds = head._split(teacher_preds)
+    cls_preds, reg_preds = head.split_preds(teacher_preds)
     device, num_images, num_classes = cls_preds.device, cls_preds.shape[0], cls_preds.shape[-1]
     height, width = batch["img"].shape[2:]
     with torch.autocast(device.type, enabled=False):
@@ -75,16 +75,8 @@ def _select(mask, *rows):
 
 def _append(batch, gt, image, rank, boxes, label):
     """The batch with the pseudo boxes after each image's ground truth: in the padded tensors
-    (new columns after the existing ones) and in the per-image host lists."""
-    num_images, columns = gt.valid.shape
-    width = int(rank.max()) + 1 if len(rank) else 0
-    bboxes = torch.cat([gt.bboxes, gt.bboxes.new_zeros(num_images, width, 4)], dim=1)
-    labels = torch.cat([gt.labels, gt.labels.new_zeros(num_images, width)], dim=1)
-    valid = torch.cat([gt.valid, gt.valid.new_zeros(num_images, width)], dim=1)
-    bboxes[image, columns + rank] = boxes.to(bboxes.dtype)
-    labels[image, columns + rank] = label
-    valid[image, columns + rank] = True
-
+    and in the per-image host lists."""
+    num_images = gt.valid.shape[0]
     counts = torch.bincount(image, minlength=num_images).cpu().tolist()
     host_boxes = torch.split(boxes.float().cpu(), counts)
     host_labels = torch.split(label.cpu(), counts)
@@ -93,7 +85,5 @@ def _append(batch, gt, image, rank, boxes, label):
                         for own, extra in zip(batch["gt_bboxes"], host_boxes)]
     out["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), extra.numpy().astype(np.int64)])
                         for own, extra in zip(batch["gt_labels"], host_labels)]
-    out.update(zip(PADDED_GT_KEYS, (bboxes, labels, valid)))
-    if gt.ignore is not None:
-        out["gt_bboxes_ignore_padded"], out["gt_ignore_valid"] = gt.ignore, gt.ignore_valid
+    out.update(gt.append(image, rank, boxes, label).batch_entries())
     return out

@@ -6,8 +6,6 @@ keys; keep them.
 """
 
 import math
-from typing import NamedTuple, Optional
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -15,6 +13,7 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from ...util.box_transform import bbox2distance, distance2bbox, warp_boxes
+from ...util.gt_batch import gt_lists_to_device, pad_gt_batch
 from ..loss.gfocal_loss import DistributionFocalLoss, QualityFocalLoss
 from ..loss.iou_loss import GIoULoss
 from ..module.conv import ConvModule, DepthwiseConvModule
@@ -158,136 +157,6 @@ def batched_multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1,
     return image, torch.cat([boxes, kept_scores[:, None].to(boxes.dtype)], dim=1), index % classes
 
 
-def _gt_batch_to_device(items, row_shape, dtype, device):
-    """Per-image GT arrays (numpy or tensors) -> list of device tensors, with one host-to-device
-    copy for the whole batch instead of one per image."""
-    tensors = [torch.as_tensor(item).reshape((-1,) + row_shape) for item in items]
-    counts = [t.shape[0] for t in tensors]
-    if not all(t.device.type == "cpu" for t in tensors):
-        return [t.to(device=device, dtype=dtype) for t in tensors]
-    flat = torch.cat(tensors).to(dtype)
-    if device.type == "cuda":
-        # From pinned memory the copy is asynchronous: the GPU queue is not drained each step.
-        flat = flat.pin_memory().to(device, non_blocking=True)
-    return list(flat.to(device).split(counts))
-
-
-class PaddedGT(NamedTuple):
-    """A batch's ground truth padded to the largest count, on the device.
-
-    ``bboxes [B, G, 4]`` float, ``labels [B, G]`` long, ``valid [B, G]`` bool; ``ignore
-    [B, I, 4]`` and ``ignore_valid [B, I]`` the ignore regions (None when not used).
-    """
-
-    bboxes: torch.Tensor
-    labels: torch.Tensor
-    valid: torch.Tensor
-    ignore: Optional[torch.Tensor] = None
-    ignore_valid: Optional[torch.Tensor] = None
-
-
-# Keys under which a batch may carry its GT already padded on the device (as the GPU batch
-# augmentation produces it); the per-image lists are then not read by the batched path.
-PADDED_GT_KEYS = ("gt_bboxes_padded", "gt_labels_padded", "gt_valid")
-
-
-def _host_rows(items, row_shape):
-    """Per-image host arrays -> (one float32 array of all rows, counts)."""
-    arrays = [np.asarray(torch.as_tensor(item).numpy() if isinstance(item, torch.Tensor) else item,
-                         dtype=np.float32).reshape((-1,) + row_shape) for item in items]
-    counts = np.array([len(a) for a in arrays], dtype=np.int64)
-    return np.concatenate(arrays) if arrays else np.zeros((0,) + row_shape, np.float32), counts
-
-
-def _scatter_rows(packed, rows, counts, column_offset, row_offset=0):
-    """Write the rows of every image into ``packed [B, R, :]``, image after image (vectorised)."""
-    if len(rows) == 0:
-        return
-    image = np.repeat(np.arange(len(counts)), counts)
-    starts = np.cumsum(counts) - counts
-    position = np.arange(len(rows)) - np.repeat(starts, counts) + row_offset
-    width = rows.shape[1] if rows.ndim > 1 else 1
-    packed[image, position, column_offset:column_offset + width] = rows.reshape(len(rows), width)
-    packed[image, position, 5] = 1.0
-
-
-def pad_gt_batch(gt_meta, device, with_ignore=False) -> PaddedGT:
-    """Pad the batch's per-image GT into ``PaddedGT`` tensors on ``device``.
-
-    Host arrays (numpy or CPU tensors) are packed into one ``[B, G + I, 6]`` float32 array
-    (x0, y0, x1, y1, label, valid; GT rows then ignore rows) and copied to the device once,
-    asynchronously from pinned memory on CUDA. Device tensors are padded where they are. A
-    batch already holding ``PADDED_GT_KEYS`` is used as it is. ``G`` is at least 1, so a batch
-    without any GT takes the same path as the others (all padding).
-    """
-    if all(key in gt_meta for key in PADDED_GT_KEYS):
-        bboxes, labels, valid = (gt_meta[key] for key in PADDED_GT_KEYS)
-        ignore = ignore_valid = None
-        if with_ignore and gt_meta.get("gt_bboxes_ignore_padded") is not None:
-            ignore, ignore_valid = gt_meta["gt_bboxes_ignore_padded"], gt_meta["gt_ignore_valid"]
-            ignore, ignore_valid = ignore.to(device).float(), ignore_valid.to(device).bool()
-        return PaddedGT(bboxes.to(device).float(), labels.to(device).long(), valid.to(device).bool(),
-                        ignore, ignore_valid)
-
-    boxes, labels = list(gt_meta["gt_bboxes"]), list(gt_meta["gt_labels"])
-    ignores = None
-    if with_ignore and gt_meta.get("gt_bboxes_ignore") is not None:
-        ignores = [np.zeros((0, 4)) if x is None else x for x in gt_meta["gt_bboxes_ignore"]]
-    on_device = [t for t in boxes + labels + (ignores or [])
-                 if isinstance(t, torch.Tensor) and t.device.type != "cpu"]
-    if on_device:
-        return _pad_on_device(boxes, labels, ignores, device)
-
-    box_rows, counts = _host_rows(boxes, (4,))
-    label_rows, label_counts = _host_rows(labels, ())
-    if not np.array_equal(counts, label_counts):
-        raise ValueError(f"gt_bboxes and gt_labels differ in length per image: {counts.tolist()} "
-                         f"vs {label_counts.tolist()}")
-    num_gt = max(1, int(counts.max(initial=0)))
-    ignore_rows, ignore_counts = None, None
-    num_ignore = 0
-    if ignores is not None:
-        ignore_rows, ignore_counts = _host_rows(ignores, (4,))
-        num_ignore = int(ignore_counts.max(initial=0))
-    packed = np.zeros((len(boxes), num_gt + num_ignore, 6), dtype=np.float32)
-    _scatter_rows(packed, box_rows, counts, 0)
-    _scatter_rows(packed, label_rows, counts, 4)
-    if num_ignore:
-        _scatter_rows(packed, ignore_rows, ignore_counts, 0, row_offset=num_gt)
-    packed = torch.from_numpy(packed)
-    if device.type == "cuda":
-        packed = packed.pin_memory().to(device, non_blocking=True)
-    else:
-        packed = packed.to(device)
-    gt, ignore = packed[:, :num_gt], packed[:, num_gt:]
-    padded = PaddedGT(gt[..., :4], gt[..., 4].long(), gt[..., 5] > 0)
-    if ignores is not None:
-        padded = padded._replace(ignore=ignore[..., :4], ignore_valid=ignore[..., 5] > 0)
-    return padded
-
-
-def _pad_on_device(boxes, labels, ignores, device):
-    """``pad_gt_batch`` for per-image tensors already on the device (no host copy at all)."""
-    def pad(items, row_shape, dtype, min_rows):
-        tensors = [torch.as_tensor(t).to(device=device, dtype=dtype).reshape((-1,) + row_shape)
-                   for t in items]
-        rows = max(min_rows, max((t.shape[0] for t in tensors), default=0))
-        out = torch.zeros((len(tensors), rows) + row_shape, dtype=dtype, device=device)
-        valid = torch.zeros((len(tensors), rows), dtype=torch.bool, device=device)
-        for i, t in enumerate(tensors):  # host-known shapes: copies only, no sync
-            out[i, :t.shape[0]] = t
-            valid[i, :t.shape[0]] = True
-        return out, valid
-
-    bboxes, valid = pad(boxes, (4,), torch.float32, 1)
-    labels, _ = pad(labels, (), torch.long, bboxes.shape[1])
-    padded = PaddedGT(bboxes, labels, valid)
-    if ignores is not None:
-        ignore, ignore_valid = pad(ignores, (4,), torch.float32, 0)
-        padded = padded._replace(ignore=ignore, ignore_valid=ignore_valid)
-    return padded
-
-
 def _as_list(values):
     if isinstance(values, (torch.Tensor, np.ndarray)):
         return values.tolist()
@@ -421,7 +290,7 @@ class NanoDetPlusHead(nn.Module):
             return preds, towers
         if torch.onnx.is_in_onnx_export():
             # Exported models output class probabilities, as upstream's ONNX graph.
-            cls_preds, reg_preds = self._split(preds)
+            cls_preds, reg_preds = self.split_preds(preds)
             preds = torch.cat([cls_preds.sigmoid(), reg_preds], dim=-1)
         return preds
 
@@ -458,7 +327,8 @@ class NanoDetPlusHead(nn.Module):
         distances = self.distribution_project(reg_preds) * priors[..., 2, None]
         return distance2bbox(priors[..., :2], distances, max_shape=max_shape)
 
-    def _split(self, preds):
+    def split_preds(self, preds):
+        """``preds [..., num_outputs]`` -> (class logits, box distribution logits)."""
         return preds.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
 
     # -------------------------------------------------------------------------------- loss
@@ -469,7 +339,7 @@ class NanoDetPlusHead(nn.Module):
             preds (Tensor [B, P, num_outputs]): head output.
             gt_meta (Mapping): ``img`` [B, 3, H, W] and per-image ``gt_bboxes`` [N_i, 4],
                 ``gt_labels`` [N_i] (numpy or tensors), optional ``gt_bboxes_ignore``; or the
-                GT already padded on the device under ``PADDED_GT_KEYS`` (batched path).
+                GT already padded on the device under ``nanodet.util.gt_batch.PADDED_GT_KEYS`` (batched path).
             aux_preds (Tensor or None): output of the auxiliary head; when given, it (not
                 ``preds``) drives the label assignment and gets its own losses (``aux_*``).
             background (bool): False drops the quality focal loss of the priors assigned to
@@ -487,11 +357,11 @@ class NanoDetPlusHead(nn.Module):
     def _loss(self, preds, gt_meta, aux_preds, background=True):
         input_height, input_width = gt_meta["img"].shape[2:]
         priors = self.get_center_priors(input_height, input_width, preds.device)
-        cls_preds, reg_preds = self._split(preds)
+        cls_preds, reg_preds = self.split_preds(preds)
         decoded_bboxes = self.decode(priors, reg_preds)
 
         if aux_preds is not None:
-            aux_cls_preds, aux_reg_preds = self._split(aux_preds)
+            aux_cls_preds, aux_reg_preds = self.split_preds(aux_preds)
             aux_decoded_bboxes = self.decode(priors, aux_reg_preds)
             targets = self._assign(aux_cls_preds.detach(), priors, aux_decoded_bboxes.detach(), gt_meta)
         else:
@@ -586,12 +456,12 @@ class NanoDetPlusHead(nn.Module):
         labels, label_scores, label_weights [B*P], bbox_targets, dist_targets [B*P, 4], and
         num_pos [B] (positives per image)."""
         device = cls_preds.device
-        gt_bboxes = _gt_batch_to_device(gt_meta["gt_bboxes"], (4,), torch.float32, device)
-        gt_labels = _gt_batch_to_device(gt_meta["gt_labels"], (), torch.long, device)
+        gt_bboxes = gt_lists_to_device(gt_meta["gt_bboxes"], (4,), torch.float32, device)
+        gt_labels = gt_lists_to_device(gt_meta["gt_labels"], (), torch.long, device)
         ignores = [None] * len(gt_bboxes)
         if self.assigner.ignore_iof_thr > 0 and gt_meta.get("gt_bboxes_ignore") is not None:
             ignore_items = [np.zeros((0, 4)) if x is None else x for x in gt_meta["gt_bboxes_ignore"]]
-            ignores = _gt_batch_to_device(ignore_items, (4,), torch.float32, device)
+            ignores = gt_lists_to_device(ignore_items, (4,), torch.float32, device)
         per_image = [
             self.target_assign_single_img(cls_preds[i], priors, decoded_bboxes[i], *gts)
             for i, gts in enumerate(zip(gt_bboxes, gt_labels, ignores))
@@ -640,7 +510,7 @@ class NanoDetPlusHead(nn.Module):
         Boxes are mapped back through the inverse of ``meta["warp_matrix"][i]`` and clipped
         to the original ``meta["img_info"]`` width and height.
         """
-        cls_preds, reg_preds = self._split(preds)
+        cls_preds, reg_preds = self.split_preds(preds)
         results = self.get_bboxes(cls_preds, reg_preds, meta)
         img_info = meta["img_info"]
         det_results = {}
@@ -664,7 +534,7 @@ class NanoDetPlusHead(nn.Module):
     def detect(self, preds, input_shape):
         """Detections of a batch in input-image pixels, decoded and NMS-ed on the device for all
         images at once: ``batched_multiclass_nms``'s ``(image, dets, labels)``."""
-        cls_preds, reg_preds = self._split(preds)
+        cls_preds, reg_preds = self.split_preds(preds)
         input_height, input_width = input_shape
         priors = self.get_center_priors(input_height, input_width, cls_preds.device)
         with torch.autocast(cls_preds.device.type, enabled=False):
