@@ -6,4 +6,4 @@
 from nanodet.continual.cli import main
 
 if __name__ == "__main__":
-    main("sid", description=__doc__, options=("--alpha", "--beta"))
+    main("sid", description=__doc__)

@@ -8,4 +8,4 @@ Only the student's neck and head train (about 0.4 M parameters); the backbone ru
 from nanodet.continual.cli import main
 
 if __name__ == "__main__":
-    main("ld", description=__doc__, options=("--alpha", "--beta", "--freeze-backbone-from"))
+    main("ld", description=__doc__)

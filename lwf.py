@@ -6,4 +6,4 @@
 from nanodet.continual.cli import main
 
 if __name__ == "__main__":
-    main("lwf", description=__doc__, options=("--alpha",))
+    main("lwf", description=__doc__)

@@ -8,5 +8,4 @@ from nanodet.continual.cli import main
 
 if __name__ == "__main__":
     main("replay", description=__doc__,
-         options=("--buffer-size", "--buffer-policy", "--latent-dtype", "--freeze-backbone-from"),
-         method_for_args=lambda args: "latent_replay" if args.latent else "replay")
+         variants={"latent": ("latent_replay", "Latent Replay: store frozen-backbone feature maps instead of images")})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..util.cli import USER_ERRORS, add_config_override_arg, config_from_args, describe_error, is_user_error
-from .methods import build_method
+from .methods import METHODS, build_method
+from .methods.settings import add_flags, values_for
 from .runner import ContinualRunner, RunError
 from .scenario import ScenarioError, parse_scenario
 
@@ -34,50 +35,26 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     return parser
 
 
-# Method options: flag -> (setting name, argparse keywords). Every entry point takes the common
-# ones; each names the others it uses, so a flag a method ignores is an error, not a no-op.
-COMMON_OPTIONS = ("--pseudo-labels", "--drop-background")
-OPTIONS = {
-    "--alpha": ("alpha", dict(type=float, default=1.0, help="weight of logit distillation (default 1)")),
-    "--beta": ("beta", dict(type=float, default=1.0, help="weight of feature distillation (default 1)")),
-    "--buffer-size": ("buffer_size", dict(type=int, default=250, help="images in the replay buffer (default 250)")),
-    "--buffer-policy": ("buffer_policy", dict(choices=("random", "balanced"), default="random",
-                                              help="random (the paper's) or class-balanced")),
-    "--latent-dtype": ("latent_dtype", dict(choices=("fp16", "int8"), default="fp16",
-                                            help="storage of Latent Replay's feature maps (default fp16)")),
-    "--freeze-backbone-from": ("freeze_backbone_from", dict(
-        type=int, default=None, help="task from which the backbone is frozen (default: 0 with pretrained "
-                                     "backbone weights, else 1)")),
-    "--pseudo-labels": ("pseudo_labels", dict(
-        type=float, default=None, metavar="SCORE",
-        help="add the teacher's old-class detections scoring above SCORE to new-task images")),
-    "--drop-background": ("drop_background", dict(
-        action="store_true", help="at tasks >= 1, drop the background term of the classification loss")),
-}
+def main(method: str, argv=None, description: str = "", variants: dict | None = None):
+    """Parse the shared flags and the method's settings' flags (declared with its settings,
+    ``methods/settings.py``), then run the task sequence.
 
-
-def main(method: str, argv=None, description: str = "", options=(), method_for_args=None):
-    """Parse the shared flags and ``options`` (keys of OPTIONS), then run the task sequence.
-
-    ``method_for_args(args)`` may pick the method's name from the flags (replay.py --latent).
+    ``variants`` maps a switch to another method this entry point also runs and the switch's
+    help (replay.py: ``{"latent": ("latent_replay", "...")}``); its settings' flags are offered
+    too, and a flag of the method not chosen is an error.
     """
+    variants = variants or {}
     parser = build_parser(method, description)
-    for flag in (*options, *COMMON_OPTIONS):
-        parser.add_argument(flag, dest=OPTIONS[flag][0], **OPTIONS[flag][1])
+    offered = add_flags(parser, [METHODS[name].Settings for name in (method, *(v[0] for v in variants.values()))])
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback, not one line")
-    if method_for_args:
-        parser.add_argument("--latent", action="store_true",
-                            help="Latent Replay: store frozen-backbone feature maps instead of images")
+    for switch, (_, help_text) in variants.items():
+        parser.add_argument(f"--{switch}", action="store_true", help=help_text)
     args = parser.parse_args(argv)
-    if method_for_args:
-        method = method_for_args(args)
+    method = next((name for switch, (name, _) in variants.items() if getattr(args, switch)), method)
     try:
         cfg = config_from_args(args.cfg, args)
         scenario = parse_scenario(args.task, cfg.class_names)
-        settings = {OPTIONS[flag][0]: getattr(args, OPTIONS[flag][0]) for flag in (*options, *COMMON_OPTIONS)}
-        if method == "replay":
-            settings.pop("latent_dtype", None)
-            settings.pop("freeze_backbone_from", None)
+        settings = values_for(METHODS[method].Settings, args, offered, method)
         runner = ContinualRunner(
             cfg, scenario, build_method(method, **settings), run_dir=args.out, seed=args.seed,
             device=args.device, restart=args.restart, handover=args.handover,

@@ -8,7 +8,6 @@ sequence, evaluation and reports are the runner's.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ...trainer.builders import build_train_loader
 from ...util.gt_batch import PADDED_GT_KEYS
 from ..scenario import Scenario
 from .pseudo_labels import add_pseudo_labels
+from .settings import Settings
 from .teacher import StudentOutputs, Teacher
 
 
@@ -49,7 +49,8 @@ class TaskContext:
 class ContinualMethod:
     """Naive fine-tuning: the detection loss on the current task's boxes, nothing else.
 
-    Options every method has:
+    Built from its settings as keywords (``Settings``, declared in ``settings.py``; a method's own
+    in its file). Those every method has:
         pseudo_labels: a score; the teacher's old-class detections above it join each new-task
             image's boxes (in the augmented image's coordinates), except where they overlap a
             ground-truth box (IoU >= ``pseudo_label_iou``).
@@ -61,20 +62,16 @@ class ContinualMethod:
     name = "naive"
     distills = False  # whether the loss needs the previous task's model as a teacher
     shares_backbone = False  # whether that teacher runs on the student's backbone features
+    Settings = Settings
 
-    def __init__(self, pseudo_labels: float | None = None, pseudo_label_iou: float = 0.5,
-                 drop_background: bool = False):
-        if pseudo_labels is not None and not 0.0 < pseudo_labels < 1.0:
-            raise ValueError(f"--pseudo-labels is a score threshold in (0, 1), got {pseudo_labels}")
-        self.pseudo_labels = pseudo_labels
-        self.pseudo_label_iou = pseudo_label_iou
-        self.drop_background = drop_background
+    def __init__(self, **settings):
+        self.settings = self.Settings(**settings)
         self.teacher: Teacher | None = None
 
     # ---------------------------------------------------------------- task start and end
     def on_task_start(self, context: TaskContext, model: torch.nn.Module):
         """Freeze parts, copy the teacher, ... before the task's first step."""
-        needs_teacher = self.distills or self.pseudo_labels is not None
+        needs_teacher = self.distills or self.settings.pseudo_labels is not None
         self.teacher = Teacher(model, self.shares_backbone) if needs_teacher and context.index > 0 else None
 
     def on_task_end(self, context: TaskContext, model: torch.nn.Module):
@@ -97,7 +94,7 @@ class ContinualMethod:
         return self.teacher(features=student.features) if self.shares_backbone else self.teacher(img)
 
     def detection_loss(self, context: TaskContext, model, outputs: StudentOutputs, batch):
-        if self.drop_background and context.index > 0:
+        if self.settings.drop_background and context.index > 0:
             return model.head.loss(outputs.preds, batch, background=False)
         return model.head.loss(outputs.preds, batch)
 
@@ -107,10 +104,10 @@ class ContinualMethod:
         return {}
 
     def add_pseudo_labels(self, context: TaskContext, model, batch, teacher: StudentOutputs):
-        if self.pseudo_labels is None or teacher is None:
+        if self.settings.pseudo_labels is None or teacher is None:
             return batch
         return add_pseudo_labels(model.head, batch, teacher.preds, context.old_classes,
-                                 self.pseudo_labels, self.pseudo_label_iou)
+                                 self.settings.pseudo_labels, self.settings.pseudo_label_iou)
 
     def train_dataloader(self, context: TaskContext, cfg, device):
         return build_train_loader(context.train_dataset, cfg, device, seed=context.seed + context.index)
@@ -118,7 +115,7 @@ class ContinualMethod:
     def step_capturable(self) -> bool:
         """Whether a training step is the same work every time, so that it can be replayed as one
         CUDA graph (``device.cuda_graph``): pseudo-labels build per-image box lists on the host."""
-        return self.pseudo_labels is None
+        return self.settings.pseudo_labels is None
 
     # ---------------------------------------------------------------- bookkeeping
     def frozen_modules(self, model) -> list[torch.nn.Module]:
@@ -143,23 +140,11 @@ class ContinualMethod:
     def run_name(self) -> str:
         """The method's name plus every setting that differs from its default, so that runs
         with other settings get their own default directory (``ld``, ``ld_pseudo_labels0.5``)."""
-        defaults = {}
-        for cls in reversed(type(self).__mro__):
-            init = cls.__dict__.get("__init__")
-            if init is not None:
-                defaults.update({p.name: p.default for p in inspect.signature(init).parameters.values()
-                                 if p.default is not inspect.Parameter.empty})
-        changed = [f"{key}{value}" for key, value in self.describe().items()
-                   if key in defaults and value != defaults[key] and key != "pseudo_label_iou"]
-        return "_".join([self.name, *(c.replace("True", "") for c in changed)])
+        return "_".join([self.name, *self.settings.changed()])
 
     def describe(self) -> dict:
-        settings = {"method": self.name}
-        if self.pseudo_labels is not None:
-            settings.update(pseudo_labels=self.pseudo_labels, pseudo_label_iou=self.pseudo_label_iou)
-        if self.drop_background:
-            settings["drop_background"] = True
-        return settings
+        """The method and its settings, as run.json and results.json record them."""
+        return {"method": self.name, **self.settings.shown()}
 
 
 def student_forward(model, img, frozen_backbone: bool = False) -> StudentOutputs:

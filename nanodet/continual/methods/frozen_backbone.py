@@ -10,17 +10,13 @@ from __future__ import annotations
 
 
 class FrozenBackbone:
-    """Mixin for a ContinualMethod; call ``init_frozen_backbone`` from ``__init__``."""
+    """Mixin for a ContinualMethod whose settings have ``freeze_backbone_from``."""
 
-    def init_frozen_backbone(self, freeze_backbone_from: int | None):
-        if freeze_backbone_from is not None and freeze_backbone_from < 0:
-            raise ValueError(f"freeze_backbone_from must be >= 0, got {freeze_backbone_from}")
-        self.freeze_backbone_from = freeze_backbone_from
-        self.backbone_frozen = False
+    backbone_frozen = False  # during the current task
 
     def freeze_task(self, cfg) -> int:
-        if self.freeze_backbone_from is not None:
-            return self.freeze_backbone_from
+        if self.settings.freeze_backbone_from is not None:
+            return self.settings.freeze_backbone_from
         return 0 if cfg.model.arch.backbone.get("pretrain", False) else 1
 
     def on_task_start(self, context, model):

@@ -7,27 +7,30 @@ of its own. (The original code ran the backbone twice, once per network, so the 
 never happened.) When the backbone freezes: see ``FrozenBackbone``.
 """
 
+import dataclasses
+from typing import Optional
+
 from .base import student_forward
 from .frozen_backbone import FrozenBackbone
-from .sid import SID
+from .settings import freeze_backbone_from_setting
+from .sid import SID, SIDSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentDistillationSettings(SIDSettings):
+    freeze_backbone_from: Optional[int] = freeze_backbone_from_setting()
 
 
 class LatentDistillation(FrozenBackbone, SID):
     name = "ld"
     shares_backbone = True
-
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, freeze_backbone_from: int | None = None, **options):
-        super().__init__(alpha=alpha, beta=beta, **options)
-        self.init_frozen_backbone(freeze_backbone_from)
+    Settings = LatentDistillationSettings
 
     def on_task_start(self, context, model):
         super().on_task_start(context, model)
         if self.teacher is not None and not self.backbone_frozen:
             raise ValueError("Latent Distillation shares a frozen backbone between teacher and student: "
-                             f"freeze_backbone_from ({self.freeze_backbone_from}) must be 0 or 1")
+                             f"freeze_backbone_from ({self.settings.freeze_backbone_from}) must be 0 or 1")
 
     def forward_student(self, context, model, batch):
         return student_forward(model, batch["img"], frozen_backbone=self.backbone_frozen), batch
-
-    def describe(self):
-        return {**super().describe(), "freeze_backbone_from": self.freeze_backbone_from}

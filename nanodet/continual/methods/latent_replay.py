@@ -11,7 +11,9 @@ and boxes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,7 +25,8 @@ from ...util.check_point import safe_load
 from ...util.io import atomic_torch_save
 from .base import student_forward, with_ground_truth
 from .frozen_backbone import FrozenBackbone
-from .replay import BufferItem, Replay
+from .replay import BufferItem, Replay, ReplaySettings
+from .settings import freeze_backbone_from_setting, setting
 from .teacher import StudentOutputs
 
 LATENT_DTYPES = ("fp16", "int8")
@@ -43,16 +46,18 @@ def dequantize(stored: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return stored.float()
 
 
+@dataclasses.dataclass(frozen=True)
+class LatentReplaySettings(ReplaySettings):
+    latent_dtype: str = setting("fp16", str, "storage of Latent Replay's feature maps", choices=LATENT_DTYPES)
+    freeze_backbone_from: Optional[int] = freeze_backbone_from_setting()
+
+
 class LatentReplay(FrozenBackbone, Replay):
     name = "latent_replay"
+    Settings = LatentReplaySettings
 
-    def __init__(self, buffer_size: int = 250, buffer_policy: str = "random", latent_dtype: str = "fp16",
-                 freeze_backbone_from: int | None = None, **options):
-        super().__init__(buffer_size=buffer_size, buffer_policy=buffer_policy, **options)
-        if latent_dtype not in LATENT_DTYPES:
-            raise ValueError(f"latent_dtype must be one of {LATENT_DTYPES}, got {latent_dtype!r}")
-        self.latent_dtype = latent_dtype
-        self.init_frozen_backbone(freeze_backbone_from)
+    def __init__(self, **settings):
+        super().__init__(**settings)
         self.latents: dict[tuple, dict] = {}  # (task, image id) -> maps, scales, boxes, labels
         self._device_buffer = None
 
@@ -83,7 +88,7 @@ class LatentReplay(FrozenBackbone, Replay):
         for item, sample in zip(items, dataset):
             batch = collate_and_pad([sample], divisible=32)
             img = pad_to(batch["img"], height, width).to(device)
-            maps, scales = zip(*(quantize(f[0].cpu(), self.latent_dtype) for f in model.backbone(img)))
+            maps, scales = zip(*(quantize(f[0].cpu(), self.settings.latent_dtype) for f in model.backbone(img)))
             self.latents[self.key(item)] = {
                 "maps": list(maps), "scales": list(scales),
                 "boxes": np.asarray(sample["gt_bboxes"], np.float32),
@@ -99,7 +104,7 @@ class LatentReplay(FrozenBackbone, Replay):
     def save_state(self, task_dir: Path):
         super().save_state(task_dir)  # the buffer's records, as Replay
         atomic_torch_save(Path(task_dir) / "latent_buffer.pt", {
-            "latent_dtype": self.latent_dtype,
+            "latent_dtype": self.settings.latent_dtype,
             "latents": {f"{t}:{i}": v for (t, i), v in self.latents.items()},
         })
 
@@ -116,7 +121,7 @@ class LatentReplay(FrozenBackbone, Replay):
         total = 0
         for entry in self.latents.values():
             total += sum(m.numel() * m.element_size() for m in entry["maps"])
-            total += 4 * len(entry["scales"]) * (self.latent_dtype == "int8")
+            total += 4 * len(entry["scales"]) * (self.settings.latent_dtype == "int8")
             total += entry["boxes"].nbytes + entry["labels"].nbytes
         return total
 
@@ -163,10 +168,6 @@ class LatentReplay(FrozenBackbone, Replay):
                                   list(batch["gt_bboxes"]) + [stored["boxes"][i] for i in chosen],
                                   list(batch["gt_labels"]) + [stored["labels"][i] for i in chosen])
         return StudentOutputs(preds, towers, features), batch
-
-    def describe(self):
-        return {**super().describe(), "latent_dtype": self.latent_dtype,
-                "freeze_backbone_from": self.freeze_backbone_from}
 
 
 def pad_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:

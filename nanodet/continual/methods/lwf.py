@@ -4,22 +4,24 @@
 prior, as in the Latent Distillation paper's LwF baseline.
 """
 
+import dataclasses
+
 from .base import ContinualMethod
+from .settings import Settings, setting
 from .teacher import logit_distillation
+
+
+@dataclasses.dataclass(frozen=True)
+class LwFSettings(Settings):
+    alpha: float = setting(1.0, float, "weight of the distillation of the whole head output")
 
 
 class LwF(ContinualMethod):
     name = "lwf"
     distills = True
-
-    def __init__(self, alpha: float = 1.0, **options):
-        super().__init__(**options)
-        self.alpha = alpha
+    Settings = LwFSettings
 
     def extra_losses(self, context, model, batch, outputs, teacher):
         if teacher is None:
             return {}
-        return {"loss_logit_distill": self.alpha * logit_distillation(outputs.preds, teacher.preds)}
-
-    def describe(self):
-        return {**super().describe(), "alpha": self.alpha}
+        return {"loss_logit_distill": self.settings.alpha * logit_distillation(outputs.preds, teacher.preds)}

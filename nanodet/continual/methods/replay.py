@@ -24,6 +24,7 @@ from ...data.dataset import ImageRecord
 from ...trainer.builders import build_train_loader, distributed_rank
 from ...util.io import atomic_write_json
 from .base import ContinualMethod
+from .settings import Settings, setting
 
 POLICIES = ("random", "balanced")
 
@@ -110,25 +111,27 @@ class ReplayBatchSampler(torch.utils.data.Sampler):
             yield [int(i) for i in np.concatenate([cur, buf])]
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings(Settings):
+    buffer_size: int = setting(250, int, "images in the replay buffer",
+                               check=lambda v: None if v >= 1 else "must be positive")
+    buffer_policy: str = setting("random", str, "random (the paper's) or class-balanced", choices=POLICIES)
+
+
 class Replay(ContinualMethod):
     name = "replay"
+    Settings = ReplaySettings
 
-    def __init__(self, buffer_size: int = 250, buffer_policy: str = "random", **options):
-        super().__init__(**options)
-        if buffer_policy not in POLICIES:
-            raise ValueError(f"--buffer-policy must be one of {POLICIES}, got {buffer_policy!r}")
-        if buffer_size < 1:
-            raise ValueError(f"--buffer-size must be positive, got {buffer_size}")
-        self.buffer_size = buffer_size
-        self.buffer_policy = buffer_policy
+    def __init__(self, **settings):
+        super().__init__(**settings)
         self.buffer: list[BufferItem] = []
 
     # ------------------------------------------------------------------ the buffer
     def on_task_end(self, context, model):
         rng = np.random.default_rng([context.seed, context.index, 7])
         new = [BufferItem(r, context.index) for r in context.train_dataset.records]
-        select = select_random if self.buffer_policy == "random" else select_balanced
-        self.buffer = select(rng, self.buffer, new, self.buffer_size)
+        select = select_random if self.settings.buffer_policy == "random" else select_balanced
+        self.buffer = select(rng, self.buffer, new, self.settings.buffer_size)
 
     def save_state(self, task_dir: Path):
         atomic_write_json(Path(task_dir) / "buffer.json", [
@@ -161,6 +164,3 @@ class Replay(ContinualMethod):
         sampler = ReplayBatchSampler(len(current), len(self.buffer), cfg.device.batchsize_per_gpu,
                                      seed=context.seed + context.index)
         return build_train_loader(combined, cfg, device, seed=context.seed + context.index, batch_sampler=sampler)
-
-    def describe(self):
-        return {**super().describe(), "buffer_size": self.buffer_size, "buffer_policy": self.buffer_policy}

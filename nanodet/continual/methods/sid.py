@@ -7,18 +7,23 @@ through a slicing bug and swapped alpha and beta relative to its README; here al
 logits and beta always weighs features.)
 """
 
+import dataclasses
+
 from .base import ContinualMethod
+from .settings import Settings, setting
 from .teacher import feature_distillation, logit_distillation
+
+
+@dataclasses.dataclass(frozen=True)
+class SIDSettings(Settings):
+    alpha: float = setting(1.0, float, "weight of logit distillation")
+    beta: float = setting(1.0, float, "weight of feature distillation")
 
 
 class SID(ContinualMethod):
     name = "sid"
     distills = True
-
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, **options):
-        super().__init__(**options)
-        self.alpha = alpha
-        self.beta = beta
+    Settings = SIDSettings
 
     def distilled_classes(self, context) -> list[int]:
         """Old and future classes: every class but the current task's."""
@@ -28,10 +33,7 @@ class SID(ContinualMethod):
         if teacher is None:
             return {}
         return {
-            "loss_logit_distill": self.alpha * logit_distillation(
+            "loss_logit_distill": self.settings.alpha * logit_distillation(
                 outputs.preds, teacher.preds, self.distilled_classes(context)),
-            "loss_feature_distill": self.beta * feature_distillation(outputs.towers, teacher.towers),
+            "loss_feature_distill": self.settings.beta * feature_distillation(outputs.towers, teacher.towers),
         }
-
-    def describe(self):
-        return {**super().describe(), "alpha": self.alpha, "beta": self.beta}
