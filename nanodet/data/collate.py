@@ -2,7 +2,8 @@
 
 Images may differ in size (keep-ratio resize) and images hold different numbers of boxes, so
 nothing is stacked here: the trainer pads and stacks the images on the device
-(``stack_batch_img``) and the head reads the boxes per image.
+(``stack_batch_img``) and the head reads the boxes per image. ``collate_function`` is upstream's
+other collate, for batches whose images share one size.
 """
 
 from collections.abc import Mapping
@@ -40,3 +41,28 @@ def collate_and_pad(batch, divisible: int = 32, pad_value: float = 0.0):
     collated = naive_collate(batch)
     collated["img"] = stack_batch_img(collated["img"], divisible=divisible, pad_value=pad_value)
     return collated
+
+
+def collate_function(batch):
+    """Upstream's ``collate_function``: ``naive_collate``, except that tensors (the images) are
+    stacked into one [B, ...] tensor.
+
+    Stacking needs one shape for every sample (a fixed-size resize, ``keep_ratio: false``); a
+    batch of keep-ratio images of different sizes fails with the field's name: pad those with
+    ``collate_and_pad``.
+    """
+    return _collate_stacking_tensors(batch, "batch")
+
+
+def _collate_stacking_tensors(batch, field: str):
+    elem = batch[0]
+    if isinstance(elem, Mapping):
+        return {key: _collate_stacking_tensors([sample[key] for sample in batch], f"{field}[{key!r}]")
+                for key in elem}
+    if isinstance(elem, torch.Tensor):
+        shapes = sorted({tuple(item.shape) for item in batch})
+        if len(shapes) > 1:
+            raise ValueError(f"collate_function stacks {field}, whose tensors differ in shape ({shapes}); "
+                             "collate_and_pad pads images of different sizes")
+        return torch.stack(batch)
+    return naive_collate(batch)

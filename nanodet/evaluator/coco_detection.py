@@ -124,10 +124,18 @@ def _json_safe(value):
     return value
 
 
-def save_eval_files(save_dir, detections, metrics):
-    """Write ``detections.json`` and ``metrics.json`` into ``save_dir`` atomically."""
+def detections_file_name(rank: int = -1) -> str:
+    """``detections.json``, or upstream's ``results{rank}.json`` when a process rank (>= 0) is given."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < -1:
+        raise ValueError(f"rank must be a process rank >= 0, or -1 for none, got {rank!r}")
+    return "detections.json" if rank < 0 else f"results{rank}.json"
+
+
+def save_eval_files(save_dir, detections, metrics, rank: int = -1):
+    """Write the detections (``detections_file_name(rank)``) and ``metrics.json`` into ``save_dir``
+    atomically."""
     os.makedirs(save_dir, exist_ok=True)
-    _atomic_write_json(detections, os.path.join(save_dir, "detections.json"))
+    _atomic_write_json(detections, os.path.join(save_dir, detections_file_name(rank)))
     _atomic_write_json(_json_safe(metrics), os.path.join(save_dir, "metrics.json"))
 
 
@@ -206,13 +214,15 @@ class CocoDetectionEvaluator:
         return self._make_coco(dict(images=self.coco_gt.dataset["images"], annotations=anns,
                                     categories=self.coco_gt.dataset["categories"]))
 
-    def evaluate(self, results, save_dir=None, class_ids=None):
+    def evaluate(self, results, save_dir=None, rank=-1, *, class_ids=None):
         """Score ``results`` ({img_id: {label: [[x0, y0, x1, y1, score], ...]}}, or ``Detections``).
 
         Args:
             results: detections in upstream NanoDet's format (missing images = no detections),
                 or flat ``Detections``.
             save_dir: if given, write ``detections.json`` and ``metrics.json`` there.
+            rank: upstream's argument: a process rank >= 0 names the detections file
+                ``results{rank}.json`` instead, as upstream names it; -1: none.
             class_ids: global labels to evaluate (any subset); None = every class.
 
         Returns:
@@ -220,6 +230,7 @@ class CocoDetectionEvaluator:
             evaluated classes have no GT in that size range, pycocotools' -1),
             per_class_AP and per_class_AP50 ({class name: AP}, nan for a class without GT).
         """
+        detections_file_name(rank)  # a bad rank fails before the work
         labels = resolve_class_ids(class_ids, len(self.class_names))
         detections = self.results_to_coco_json(results, labels)
         if not detections:
@@ -242,7 +253,7 @@ class CocoDetectionEvaluator:
         logger.info("\n" + format_class_table({"AP50": metrics["per_class_AP50"],
                                                "mAP": metrics["per_class_AP"]}))
         if save_dir is not None:
-            save_eval_files(save_dir, detections, metrics)
+            save_eval_files(save_dir, detections, metrics, rank)
         return metrics
 
     def _per_class_ap(self, precision, labels):

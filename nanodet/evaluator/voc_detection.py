@@ -21,7 +21,8 @@ import logging
 
 import numpy as np
 
-from .coco_detection import flatten_results, format_class_table, resolve_class_ids, save_eval_files
+from .coco_detection import (detections_file_name, flatten_results, format_class_table, resolve_class_ids,
+                             save_eval_files)
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class VOCDetectionEvaluator:
         self.gt_difficult = np.concatenate([np.asarray(r.difficult, bool).reshape(-1)
                                             for r in dataset.records] + [np.zeros(0, bool)])
 
-    def evaluate(self, results, save_dir=None, class_ids=None):
+    def evaluate(self, results, save_dir=None, rank=-1, *, class_ids=None):
         """Score ``results`` ({img_id: {label: [[x0, y0, x1, y1, score], ...]}}).
 
         Args:
             results: detections in upstream NanoDet's format; missing images = no detections.
             save_dir: if given, write ``detections.json`` and ``metrics.json`` there.
+            rank: as ``CocoDetectionEvaluator.evaluate``'s: >= 0 names the detections file
+                ``results{rank}.json``; -1: none.
             class_ids: global labels to evaluate (any subset); None = every class.
 
         Returns:
@@ -97,6 +100,7 @@ class VOCDetectionEvaluator:
             (nan if none has), "AP_50": the same value, "per_class_AP": {name: AP, nan for
             a class without non-difficult GT}}.
         """
+        detections_file_name(rank)  # a bad rank fails before the work
         labels = resolve_class_ids(class_ids, len(self.class_names))
         det_img, det_labels, det_boxes, det_scores = flatten_results(
             results, self.img_ids, labels)
@@ -115,7 +119,7 @@ class VOCDetectionEvaluator:
             detections = [dict(image_id=int(i), category_id=int(c), bbox=b.tolist(),
                                score=float(s))
                           for i, c, b, s in zip(det_img, det_labels, det_boxes, det_scores)]
-            save_eval_files(save_dir, detections, metrics)
+            save_eval_files(save_dir, detections, metrics, rank)
         return metrics
 
     def _class_ap(self, label, det_img, det_boxes, det_scores):

@@ -16,29 +16,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from ..util.flops_counter import count_macs, count_macs_by_module, count_parameters  # noqa: F401
 
 INFERENCE_PARTS = ("backbone", "fpn", "head")
 TRAINING_ONLY_PARTS = ("aux_fpn", "aux_head")
-
-
-def count_parameters(module: nn.Module) -> dict:
-    """``params`` and ``trainable_params`` (``requires_grad``) of ``module``, and ``state_bytes``:
-    the bytes of its parameters and buffers (what holding it in memory costs)."""
-    params = list(module.parameters())
-    state_bytes = sum(t.numel() * t.element_size() for t in (*params, *module.buffers()))
-    return {
-        "params": sum(p.numel() for p in params),
-        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
-        "state_bytes": state_bytes,
-    }
-
-
-def count_macs(fn, *args, **kwargs):
-    """``(MACs, output)`` of calling ``fn(*args, **kwargs)`` once, without gradients."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        output = fn(*args, **kwargs)
-    return counter.get_total_flops() // 2, output
 
 
 def model_complexity(model: nn.Module, input_size) -> dict:

@@ -19,7 +19,7 @@ import difflib
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -29,15 +29,31 @@ class ConfigError(ValueError):
 
 
 class CfgNode(dict):
-    """A dict whose keys are also attributes, recursively (``cfg.model.arch.head.num_classes``)."""
+    """A dict whose keys are also attributes, recursively (``cfg.model.arch.head.num_classes``).
+
+    It also answers upstream NanoDet's yacs calls (``merge_from_file``, ``merge_from_list``,
+    ``freeze``/``defrost``, ``clone``), so upstream user code runs on it; merges go through this
+    module's reader and checker, so a bad key fails there as it does on load.
+    """
+
+    _frozen = False  # a class default, so that nodes being built or unpickled start mutable
 
     def __init__(self, data: Mapping | None = None):
         super().__init__()
         for key, value in (data or {}).items():
             self[key] = value
 
+    def _check_mutable(self):
+        if self._frozen:
+            raise AttributeError("this config node is frozen (freeze()); call defrost() before changing it")
+
     def __setitem__(self, key, value):
+        self._check_mutable()
         super().__setitem__(key, _to_node(value))
+
+    def __delitem__(self, key):
+        self._check_mutable()
+        super().__delitem__(key)
 
     def __getattr__(self, key):
         try:
@@ -54,22 +70,118 @@ class CfgNode(dict):
         except KeyError:
             raise AttributeError(key) from None
 
+    def __copy__(self):  # copy's generic path would set the frozen flag before the items
+        copied = CfgNode(dict(self))
+        object.__setattr__(copied, "_frozen", self._frozen)
+        return copied
+
     def __deepcopy__(self, memo):
+        # Never frozen: code that copies a config does so to change the copy.
         return CfgNode(copy.deepcopy(dict(self), memo))
 
     def update(self, other=(), **kwargs):  # keep nested dicts as nodes
+        self._check_mutable()
         for key, value in dict(other, **kwargs).items():
             self[key] = value
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def clear(self):
+        self._check_mutable()
+        super().clear()
+
+    def pop(self, *args):
+        self._check_mutable()
+        return super().pop(*args)
+
+    def popitem(self):
+        self._check_mutable()
+        return super().popitem()
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
 
     def to_dict(self) -> dict:
         """Plain nested dicts and lists, e.g. for YAML or JSON dumps."""
         return _to_plain(self)
 
-    def defrost(self):  # upstream (yacs) API; nodes here are never frozen
+    def _replace(self, data: Mapping):
+        self.clear()
+        self.update(data)
+
+    def freeze(self) -> CfgNode:
+        """Refuse changes to this node and every node under it, as yacs does."""
+        _set_frozen(self, True)
         return self
 
-    def freeze(self):
+    def defrost(self) -> CfgNode:
+        _set_frozen(self, False)
         return self
+
+    def is_frozen(self) -> bool:
+        return self._frozen
+
+    def clone(self) -> CfgNode:
+        """yacs' deep copy: an independent node, frozen if this one is."""
+        copied = copy.deepcopy(self)
+        return copied.freeze() if self._frozen else copied
+
+    def merge_from_file(self, path: str | Path) -> CfgNode:
+        """Merge a YAML file over this node (over the package defaults), checked as on load."""
+        self._check_mutable()
+        self._replace(read_config(path, base=self))
+        return self
+
+    def merge_from_list(self, key_values: Sequence) -> CfgNode:
+        """yacs' ``["schedule.total_epochs", 5, "device.gpu_ids", "[0]", ...]``: dotted keys and values;
+        a string value is read as YAML, as ``--set`` reads it.
+
+        A whole config (one with ``config_path``, as ``read_config`` returns) is checked like a
+        loaded file, so an unknown key or bad value fails; any other node has no schema here, so
+        only keys it already holds can be set (yacs' rule).
+        """
+        self._check_mutable()
+        key_values = list(key_values)
+        if len(key_values) % 2:
+            raise ConfigError(f"merge_from_list expects [key, value, key, value, ...], got an odd number of "
+                              f"items: {key_values!r}")
+        pairs = list(zip(key_values[0::2], key_values[1::2]))
+        data = self.to_dict()
+        whole_config = "config_path" in self
+        for key, value in pairs:
+            keys = str(key).split(".")
+            if not whole_config:
+                _require_existing(data, keys, f"merge_from_list {key!r}")
+            if isinstance(value, str):
+                value = _parse_yaml_value(value, f"merge_from_list {key!r}")
+            _set_dotted(data, keys, value, f"merge_from_list {key!r}")
+        if whole_config:
+            changes = " ".join(f"{key}={value!r}" for key, value in pairs)
+            validate_config(data, f"{self.get('config_path') or 'config'} with merge_from_list {changes}")
+        self._replace(data)
+        return self
+
+
+def _set_frozen(value, frozen: bool):
+    if isinstance(value, CfgNode):
+        object.__setattr__(value, "_frozen", frozen)
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _set_frozen(item, frozen)
+
+
+def _require_existing(data: Mapping, keys: list[str], what: str):
+    node = data
+    for depth, key in enumerate(keys):
+        if not isinstance(node, Mapping) or key not in node:
+            valid = node if isinstance(node, Mapping) else ()
+            raise ConfigError(f"{what}: unknown key '{'.'.join(keys[:depth + 1])}'{_nearest(key, valid)}")
+        node = node[key]
 
 
 def _to_node(value):
@@ -312,31 +424,39 @@ def _merge(base: dict, update: Mapping) -> dict:
     return merged
 
 
+def _parse_yaml_value(raw: str, what: str):
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what}: the value is not valid YAML ({err})") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"schedule.total_epochs=5"`` -> (["schedule", "total_epochs"], 5); the value is YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE with a dotted KEY, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
-    return key.strip().split("."), value
+    return key.strip().split("."), _parse_yaml_value(raw, f"--set {text!r}")
+
+
+def _set_dotted(data: dict, keys: list[str], value, what: str):
+    """``data[k0][k1]... = value`` for plain nested dicts, making missing sections."""
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(keys[: depth + 1])
+            raise ConfigError(f"{what}: '{prefix}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
 
 
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                prefix = ".".join(keys[: depth + 1])
-                raise ConfigError(f"--set {text!r}: '{prefix}' is a value, not a section")
-            node = child
-        node[keys[-1]] = value
+        _set_dotted(data, keys, value, f"--set {text!r}")
     return data
 
 
@@ -355,22 +475,36 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def read_config(path: str | Path, overrides: Iterable[str] = ()) -> CfgNode:
-    """Load a YAML config over the defaults, apply ``--set`` overrides and check every key."""
+def read_config(path: str | Path, overrides: Iterable[str] = (), base: Mapping | None = None) -> CfgNode:
+    """Load a YAML config over the defaults, apply ``--set`` overrides and check every key.
+
+    ``base``: values the file is merged over instead of the bare defaults (``merge_from_file``).
+    """
     overrides = list(overrides)
     user = apply_overrides(_to_plain(read_yaml(path)), overrides)
-    merged = _merge(DEFAULTS, user)
+    start = DEFAULTS if base is None else _merge(DEFAULTS, _to_plain(base))
+    merged = _merge(start, user)
     source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
+    if base is not None:
+        source += " (merged into an existing config)"
     validate_config(merged, source)
     merged["config_path"] = str(path)
     return CfgNode(merged)
 
 
 def load_config(cfg: CfgNode, path: str | Path, overrides: Iterable[str] = ()) -> CfgNode:
-    """Upstream's API: fill ``cfg`` (usually ``nanodet.util.cfg``) in place from a file."""
+    """Upstream's API: fill ``cfg`` (usually ``nanodet.util.cfg``) in place from a file.
+
+    A frozen ``cfg`` is filled too (upstream's load_config defrosts it) and stays frozen.
+    """
     loaded = read_config(path, overrides)
+    was_frozen = isinstance(cfg, CfgNode) and cfg.is_frozen()
+    if was_frozen:
+        cfg.defrost()
     cfg.clear()
     cfg.update(loaded)
+    if was_frozen:
+        cfg.freeze()
     return cfg
 
 

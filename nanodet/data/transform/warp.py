@@ -16,7 +16,7 @@ DataLoader worker seed reproduces the same augmentation.
 
 import math
 import random
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -160,14 +160,46 @@ class ShapeTransform:
             dst_shape = get_minimum_dst_shape((width, height), dst_shape, self.divisible)
         dst_shape = (int(dst_shape[0]), int(dst_shape[1]))
         matrix = get_resize_matrix((width, height), dst_shape, self.keep_ratio)
-        matrix = matrix @ self.random_matrix(width, height)
-        # Stored as float32; apply exactly the stored matrix so that image, boxes and the
-        # inverse used on predictions all agree.
-        meta["warp_matrix"] = matrix.astype(np.float32)
-        matrix = meta["warp_matrix"].astype(np.float64)
+        return apply_warp(meta, matrix @ self.random_matrix(width, height), dst_shape)
 
-        meta["img"] = cv2.warpPerspective(img, matrix, dsize=dst_shape)
-        for key in ("gt_bboxes", "gt_bboxes_ignore"):
-            if key in meta:
-                meta[key] = warp_boxes(meta[key], matrix, dst_shape[0], dst_shape[1])
-        return meta
+
+def apply_warp(meta: dict, matrix: np.ndarray, dst_shape: Tuple[int, int]) -> dict:
+    """Warp ``meta["img"]`` into a ``dst_shape`` (width, height) image by ``matrix``, map its
+    ``gt_bboxes`` (and ``gt_bboxes_ignore``) alike and keep the matrix in ``meta["warp_matrix"]``."""
+    # Stored as float32; apply exactly the stored matrix so that image, boxes and the
+    # inverse used on predictions all agree.
+    meta["warp_matrix"] = matrix.astype(np.float32)
+    matrix = meta["warp_matrix"].astype(np.float64)
+
+    meta["img"] = cv2.warpPerspective(meta["img"], matrix, dsize=dst_shape)
+    for key in ("gt_bboxes", "gt_bboxes_ignore"):
+        if key in meta:
+            meta[key] = warp_boxes(meta[key], matrix, dst_shape[0], dst_shape[1])
+    return meta
+
+
+# warp_and_resize's keys: ShapeTransform's random transforms.
+WARP_KEYS = ("perspective", "scale", "stretch", "rotation", "shear", "translate", "flip")
+
+
+def warp_and_resize(meta: dict, warp_kwargs: Mapping, dst_shape: Tuple[int, int], keep_ratio: bool = True) -> dict:
+    """Upstream's ``warp_and_resize``: the random warp of ``warp_kwargs`` (``ShapeTransform``'s
+    arguments: perspective, scale, stretch, rotation, shear, translate, flip), then a resize into
+    exactly ``dst_shape`` (width, height), letterboxed and centred with ``keep_ratio``.
+
+    Updates ``meta["img"]``, ``meta["warp_matrix"]`` and ``meta["gt_bboxes"]`` (and
+    ``gt_bboxes_ignore``) in place and returns ``meta``. Unlike the pipeline (which, as upstream's,
+    shrinks a keep-ratio output to the image's own aspect), the output is always ``dst_shape``.
+    """
+    from .pipeline import COLOR_KEYS  # here: the pipeline module imports this one
+
+    # A pipeline node's colour keys are left to the colour step, so a whole node can be passed.
+    unknown = sorted(set(warp_kwargs) - set(WARP_KEYS) - set(COLOR_KEYS))
+    if unknown:
+        raise ValueError(f"warp_and_resize: unknown warp_kwargs {unknown}; valid: {list(WARP_KEYS)} "
+                         f"(and the colour keys {list(COLOR_KEYS)}, ignored here)")
+    shape_transform = ShapeTransform(keep_ratio, **{k: warp_kwargs[k] for k in WARP_KEYS if k in warp_kwargs})
+    height, width = meta["img"].shape[:2]
+    dst_shape = (int(dst_shape[0]), int(dst_shape[1]))
+    matrix = get_resize_matrix((width, height), dst_shape, keep_ratio) @ shape_transform.random_matrix(width, height)
+    return apply_warp(meta, matrix, dst_shape)
