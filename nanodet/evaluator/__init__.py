@@ -1,7 +1,7 @@
 """Evaluators by name: COCO-style AP@[.5:.95] (pycocotools) and VOC AP@0.5 (numpy)."""
 
+from ..util.config import register_components
 from ..util.registry import build_from_cfg
-
 from .coco_detection import CocoDetectionEvaluator
 from .voc_detection import VOCDetectionEvaluator
 
@@ -9,6 +9,7 @@ EVALUATORS = {
     "CocoDetectionEvaluator": CocoDetectionEvaluator,
     "VOCDetectionEvaluator": VOCDetectionEvaluator,
 }
+register_components({"evaluator": EVALUATORS})  # what the config checker checks ``evaluator`` against
 
 
 def build_evaluator(evaluator_cfg, dataset):

@@ -21,20 +21,9 @@ from __future__ import annotations
 
 import torch
 
-# torch.compile's modes; ``true`` in a config means "default".
-MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from ..util.config import COMPILE_MODES as MODES, compile_mode  # noqa: F401 (the config's values)
+
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def compile_mode(value) -> str | None:
-    """The torch.compile mode of the config value ``device.compile`` (None: do not compile)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "default"
-    if isinstance(value, str) and value in MODES:
-        return value
-    raise ValueError(f"device.compile: expected false, true or one of {', '.join(MODES)}; got {value!r}")
 
 
 def graph_free_mode(mode: str) -> str:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import torch
 import yaml
 
 
@@ -249,30 +249,51 @@ DEFAULTS: dict[str, Any] = {
 # Sections whose keys are free-form (nothing reads them by name).
 OPEN_SECTIONS = {"test"}
 
-# Component nodes: dotted path -> where the classes selected by ``name`` live, as
-# "module:attribute" of a dict registry, or "module." for a namespace such as torch.optim.
-# Imported lazily by name so that this lowest layer does not import the model or data packages.
-COMPONENTS = {
-    "model.arch": "nanodet.model.arch:ARCHS",
-    "model.arch.backbone": "nanodet.model.backbone:BACKBONES",
-    "model.arch.fpn": "nanodet.model.fpn:FPNS",
-    "model.arch.head": "nanodet.model.head:HEADS",
-    "model.arch.aux_head": "nanodet.model.head:HEADS",
-    "model.weight_averager": "nanodet.model.weight_averager:WEIGHT_AVERAGERS",
-    "data.train": "nanodet.data.dataset:DATASETS",
-    "data.val": "nanodet.data.dataset:DATASETS",
-    "evaluator": "nanodet.evaluator:EVALUATORS",
-    "schedule.optimizer": "torch.optim.",
-    "schedule.lr_schedule": "torch.optim.lr_scheduler.",
-}
-# Dict-valued constructor arguments whose own keys are checked against a fixed list.
-NESTED_KEYS = {
-    "data.train.pipeline": "nanodet.data.transform:PIPELINE_KEYS",
-    "data.val.pipeline": "nanodet.data.transform:PIPELINE_KEYS",
-}
+# Component nodes: dotted path -> the classes its ``name`` selects. The packages that own the
+# classes register them (nanodet/model, data and evaluator ``__init__``; ``nanodet/__init__.py``
+# imports those packages, so every config read sees them): this lowest layer names none of them.
+COMPONENT_PATHS = ("model.arch", "model.arch.backbone", "model.arch.fpn", "model.arch.head", "model.arch.aux_head",
+                   "model.weight_averager", "data.train", "data.val", "evaluator", "schedule.optimizer",
+                   "schedule.lr_schedule")
+COMPONENTS: dict[str, Mapping] = {}
+# Dict-valued constructor arguments whose own keys are checked against a fixed list (registered too).
+NESTED_KEYS: dict[str, tuple] = {}
+
+
+def _public_classes(module) -> dict:
+    return {n: c for n, c in vars(module).items() if inspect.isclass(c) and not n.startswith("_")}
+
+
+def register_components(registries: Mapping[str, Mapping], nested_keys: Mapping[str, Iterable] = ()) -> None:
+    """Make ``validate_config`` check the nodes at these dotted paths against these classes
+    (``{"model.arch.backbone": BACKBONES}``), and these dict arguments' keys against a list."""
+    unknown = sorted(set(registries) - set(COMPONENT_PATHS))
+    if unknown:
+        raise ValueError(f"not component paths of the config: {unknown}; known: {list(COMPONENT_PATHS)}")
+    COMPONENTS.update(registries)
+    NESTED_KEYS.update({path: tuple(keys) for path, keys in dict(nested_keys).items()})
+
+
+register_components({"schedule.optimizer": _public_classes(torch.optim),
+                     "schedule.lr_schedule": _public_classes(torch.optim.lr_scheduler)})
 # Arguments that the builders fill in themselves; a YAML file must not set them.
 INJECTED_ARGS = {"self", "params", "optimizer", "mode", "dataset", "keep_classes"}
 WARMUP_NAMES = ("constant", "linear", "exp")
+# device.compile: torch.compile's modes; ``true`` means "default" (nanodet/trainer/compile.py).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value) -> str | None:
+    """The torch.compile mode of the config value ``device.compile`` (None: do not compile)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ValueError(f"device.compile: expected false, true or one of {', '.join(COMPILE_MODES)}; got {value!r}")
+
+
 # device.precision values (besides "auto") and the Lightning precision each one means.
 PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
               "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
@@ -282,14 +303,6 @@ PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
 def _nearest(key: str, valid: Iterable[str]) -> str:
     match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {sorted(valid)}"
-
-
-def _resolve(spec: str):
-    module_name, _, attribute = spec.partition(":")
-    if spec.endswith("."):  # a namespace: every public class of the module
-        module = importlib.import_module(spec[:-1])
-        return {n: c for n, c in vars(module).items() if inspect.isclass(c) and not n.startswith("_")}
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def _signature_args(cls) -> tuple[set[str], bool]:
@@ -302,7 +315,9 @@ def _signature_args(cls) -> tuple[set[str], bool]:
 def _check_component(node, path: str, source: str):
     if not isinstance(node, Mapping):
         raise ConfigError(f"{source}: '{path}' must be a mapping with a 'name', got {node!r}")
-    registry = _resolve(COMPONENTS[path])
+    if path not in COMPONENTS:  # only if the package owning them was never imported
+        raise RuntimeError(f"no classes are registered for the config's '{path}' (import nanodet)")
+    registry = COMPONENTS[path]
     name = node.get("name")
     if name not in registry:
         raise ConfigError(
@@ -317,10 +332,10 @@ def _check_component(node, path: str, source: str):
             raise ConfigError(
                 f"{source}: unknown key '{key_path}' for {name}{_nearest(key, accepted)}"
             )
-        if key_path in COMPONENTS and value is not None:
+        if key_path in COMPONENT_PATHS and value is not None:
             _check_component(value, key_path, source)
         elif key_path in NESTED_KEYS and value is not None:
-            _check_plain(value, dict.fromkeys(_resolve(NESTED_KEYS[key_path])), key_path, source)
+            _check_plain(value, dict.fromkeys(NESTED_KEYS[key_path]), key_path, source)
 
 
 def _check_plain(node, schema: Mapping, path: str, source: str):
@@ -330,7 +345,7 @@ def _check_plain(node, schema: Mapping, path: str, source: str):
         key_path = f"{path}.{key}" if path else str(key)
         if key not in schema:
             raise ConfigError(f"{source}: unknown key '{key_path}'{_nearest(str(key), schema)}")
-        if key_path in COMPONENTS:
+        if key_path in COMPONENT_PATHS:
             if value is not None:
                 _check_component(value, key_path, source)
         elif key_path in OPEN_SECTIONS:
@@ -393,8 +408,6 @@ def validate_config(cfg: Mapping, source: str = "config"):
         raise ConfigError(f"{source}: device.cudnn_benchmark must be true or false, got {benchmark!r}")
     if device.get("precision") != "auto" and device.get("precision") not in PRECISIONS:
         raise ConfigError(f"{source}: device.precision must be auto, 32, 16 or bf16, got {device.get('precision')!r}")
-    from ..trainer.compile import compile_mode  # here: the trainer package imports this module
-
     try:
         compile_mode((cfg.get("device") or {}).get("compile"))
     except ValueError as err:
