@@ -16,49 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..util.io import atomic_write, atomic_write_json, atomic_write_text
-from .metrics import forgetting_after, mean_or_nan, task_matrix
-from .scenario import Scenario
-
-METRIC_NOTES = {
-    "mAP": "COCO mAP@[.5:.95] (pycocotools) over the seen classes",
-    "voc_mAP50": "VOC mAP@0.5, all-point interpolation, difficult boxes ignored, over the seen classes",
-    "old/new": "mean per-class AP over classes seen before the task / of the task itself",
-    "task_matrix": "R[t][k] = mAP@[.5:.95] of task k's classes after training task t",
-    "forgetting": "after task t, for each earlier task k: max over k <= t' < t of R[t'][k] minus R[t][k]",
-}
-
-
-def build_results(settings: dict, scenario: Scenario, entries: Sequence[dict], finished: bool) -> dict:
-    task_names = [scenario.names(group) for group in scenario.tasks]
-    matrix = task_matrix([e["per_class_AP"] for e in entries], task_names)
-    matrix_voc = task_matrix([e["per_class_voc_AP50"] for e in entries], task_names)
-    per_task = []
-    for t, entry in enumerate(entries):
-        forgetting = forgetting_after(matrix, t)
-        per_task.append({
-            **entry,
-            "forgetting": {str(k): v for k, v in forgetting.items()},
-            "mean_forgetting": mean_or_nan(forgetting.values()) if forgetting else None,
-        })
-    last = per_task[-1] if per_task else {}
-    return {
-        **settings,
-        "classes": list(scenario.class_names),
-        "finished": finished and len(entries) == len(scenario),
-        "metrics": METRIC_NOTES,
-        "per_task": per_task,
-        "task_matrix": matrix,
-        "task_matrix_voc_mAP50": matrix_voc,
-        "final": {k: last.get(k) for k in ("task", "mAP", "AP50", "voc_mAP50", "old_mAP", "new_mAP",
-                                           "old_voc_mAP50", "new_voc_mAP50", "mean_forgetting")},
-        "total_train_seconds": round(sum(e["train_seconds"] for e in entries), 2),
-        "parameters": {
-            "trainable": last.get("trainable_parameters"),
-            "in_memory": max((e["parameters_in_memory"] for e in entries), default=None),
-        },
-        "buffer_bytes": last.get("buffer_bytes", 0),
-    }
-
+from .results import METRIC_NOTES, read_results
 
 def _fmt(value, digits=4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -205,10 +163,7 @@ def load_run(run_dir) -> dict:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no results.json (is it a run directory of a finished task?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: malformed JSON ({err})") from None
+    return read_results(path)
 
 
 def compare_runs(run_dirs: Sequence, out_dir) -> dict:

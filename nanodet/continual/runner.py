@@ -42,11 +42,12 @@ from ..trainer.builders import build_dataloader, build_trainer, resolve_devices
 from ..trainer.evaluate import EvalImages, predict_detections
 from ..util.check_point import CheckpointError, load_model_weight, read_checkpoint, save_model_state
 from ..util.config import config_name
-from ..util.io import atomic_write_json, json_safe
+from ..util.io import atomic_write_json
 from ..util.logger import add_log_file, get_logger, remove_log_file
 from .data import TaskData
 from .methods.base import ContinualMethod, TaskContext
-from .report import build_results, write_reports
+from .report import write_reports
+from .results import build_results, read_task_entry, task_entry
 from .scoring import TaskScorer, ground_truth_of, load_detections, save_detections
 from .scenario import Scenario
 from .task import ContinualTask
@@ -219,7 +220,7 @@ class ContinualRunner:
             for t in range(len(self.scenario)):
                 task_dir = self.run_dir / f"task_{t}"
                 if (task_dir / "done.json").is_file():
-                    entries.append(json.loads((task_dir / "eval.json").read_text()))
+                    entries.append(read_task_entry(task_dir / "eval.json"))
                     self.logger.info("task %d already done: skipped (mAP %.4f)", t, entries[-1]["mAP"])
                     continue
                 if (task_dir / "trained.json").is_file() and (task_dir / "detections.npz").is_file():
@@ -311,7 +312,7 @@ class ContinualRunner:
     def _finish(self, pending: PendingScores) -> dict:
         """Task t's entry once its scores are in; eval.json, then done.json (written last)."""
         task_dir = pending.task_dir
-        entry = json_safe({**pending.entry, **pending.future.result()})  # the same values as read back from disk
+        entry = task_entry(pending.entry, pending.future.result())  # the values as read back from disk
         atomic_write_json(task_dir / "eval.json", entry)
         finished = time.strftime("%Y-%m-%d %H:%M:%S")
         atomic_write_json(task_dir / "done.json", {"task": entry["task"], "finished": finished})

@@ -22,26 +22,16 @@ import torch
 
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..evaluator.detections import Detections
-from .metrics import mean_ap
+from .results import TaskScores, task_scores
 
 
-def score_task(ground_truth, detections: Detections, seen: list[int], old: list[str], new: list[str]) -> dict:
+def score_task(ground_truth, detections: Detections, seen: list[int], old: list[str], new: list[str]) -> TaskScores:
     """The evaluation entry of one task: COCO mAP@[.5:.95], AP50, AP75, by size and per class,
     VOC mAP@0.5, and their means over old and new classes, over the ``seen`` classes."""
     started = time.perf_counter()
     coco = CocoDetectionEvaluator(ground_truth).evaluate(detections, class_ids=seen)
     voc = VOCDetectionEvaluator(ground_truth).evaluate(detections, class_ids=seen)
-    return {
-        "mAP": coco["mAP"], "AP50": coco["AP_50"], "AP75": coco["AP_75"],
-        "AP_small": coco["AP_small"], "AP_m": coco["AP_m"], "AP_l": coco["AP_l"],
-        "voc_mAP50": voc["mAP"],
-        "old_mAP": mean_ap(coco["per_class_AP"], old), "new_mAP": mean_ap(coco["per_class_AP"], new),
-        "old_voc_mAP50": mean_ap(voc["per_class_AP"], old), "new_voc_mAP50": mean_ap(voc["per_class_AP"], new),
-        "per_class_AP": coco["per_class_AP"],
-        "per_class_AP50": coco["per_class_AP50"],
-        "per_class_voc_AP50": voc["per_class_AP"],
-        "scoring_seconds": round(time.perf_counter() - started, 2),
-    }
+    return task_scores(coco, voc, old, new, scoring_seconds=round(time.perf_counter() - started, 2))
 
 
 def ground_truth_of(dataset) -> SimpleNamespace:
