@@ -9,7 +9,10 @@ import torch
 from nanodet.model.head import HEADS, NanoDetPlusHead, SimpleConvHead, build_head
 from nanodet.model.head.nanodet_plus_head import Integral
 from nanodet.model.loss import bbox_overlaps
+from fixtures_continual import ROOT
 from fixtures_model import LOSS_CFG, STRIDES, make_head
+from nanodet.model.module.conv import ConvModule, DepthwiseConvModule
+from nanodet.util import ConfigError, read_config
 
 def level_feats(batch=2, size=320, channels=96, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -208,3 +211,18 @@ def test_build_head_rejects_unknown_names():
         build_head({"name": "GFLHead", "num_classes": 3})
     with pytest.raises(ValueError):
         NanoDetPlusHead(3, LOSS_CFG, 96, conv_type="Deformable")
+
+
+def test_upstreams_head_keys_conv_type_and_share_cls_reg_keep_their_meaning():
+    depthwise = NanoDetPlusHead(3, LOSS_CFG, 96, conv_type="DWConv", share_cls_reg=True)
+    plain = NanoDetPlusHead(3, LOSS_CFG, 96, conv_type="Conv")
+    assert isinstance(depthwise.cls_convs[0][0], DepthwiseConvModule)
+    assert isinstance(plain.cls_convs[0][0], ConvModule)
+    assert not any("reg" in key for key in depthwise.state_dict())  # one shared output conv per level
+    with pytest.raises(ValueError, match="share_cls_reg must be true"):
+        NanoDetPlusHead(3, LOSS_CFG, 96, share_cls_reg=False)
+    # And from a config file, as upstream's configs write them.
+    cfg = read_config(ROOT / "cfg/demo.yml", ["model.arch.head.share_cls_reg=true"])
+    assert cfg.model.arch.head.share_cls_reg is True
+    with pytest.raises(ConfigError, match="unknown key 'model.arch.head.share_cls_regs'"):
+        read_config(ROOT / "cfg/demo.yml", ["model.arch.head.share_cls_regs=true"])

@@ -181,6 +181,9 @@ class NanoDetPlusHead(nn.Module):
         activation (str): activation of the tower convs.
         assigner_cfg (Mapping): arguments of :class:`DynamicSoftLabelAssigner` (shared by
             the batched assigner).
+        share_cls_reg (bool): upstream's key from NanoDet's (pre-Plus) heads: NanoDet-Plus predicts
+            classes and boxes with one shared output conv per level, which is ``true``; ``false``
+            (separate branches) is not this head and is refused.
         batched_assign (bool): assign the whole batch at once with
             :class:`BatchedDynamicSoftLabelAssigner` (fixed shapes, no host sync; the default).
             False runs upstream's per-image loop, kept as the reference; both give the same
@@ -206,11 +209,16 @@ class NanoDetPlusHead(nn.Module):
         reg_max=7,
         activation="LeakyReLU",
         assigner_cfg=dict(topk=13),
+        share_cls_reg=True,
         batched_assign=True,
     ):
         super().__init__()
         if conv_type not in CONV_TYPES:
             raise ValueError(f"head conv_type must be one of {sorted(CONV_TYPES)}, got {conv_type!r}")
+        if share_cls_reg is not True:
+            raise ValueError("head share_cls_reg must be true: NanoDet-Plus predicts classes and boxes with one "
+                             "shared conv per level (separate branches are NanoDet's older head), "
+                             f"got {share_cls_reg!r}")
         self.num_classes = num_classes
         self.in_channels = input_channel
         self.feat_channels = feat_channels
