@@ -13,11 +13,12 @@ def tool():
 
 
 def test_the_command_is_the_entry_point_with_the_paths_settings(tool, tmp_path):
-    args = tool.main.__globals__["argparse"].Namespace(method="latent_replay", task="15p1", cfg="cfg/demo.yml",
+    args = tool.main.__globals__["argparse"].Namespace(method="latent_replay", task="15p1", config="cfg/demo.yml",
                                                       seed=1, device="cpu", overrides=["device.workers_per_gpu=0"],
                                                       timeout=None)
     cmd = tool.command(args, tmp_path, 7, tool.REFERENCE)
     assert cmd[0] == sys.executable and cmd[1].endswith("replay.py") and "--latent" in cmd
+    assert cmd[2] == "cfg/demo.yml"  # the config first, as a user types it
     sets = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--set"]
     assert sets[:len(tool.REFERENCE)] == tool.REFERENCE  # the user's overrides come after, and win
     assert {"device.workers_per_gpu=0", "schedule.total_epochs=7", "schedule.lr_schedule.T_max=7"} <= set(sets)
@@ -40,7 +41,7 @@ def test_the_reference_is_scaled_by_epochs_and_keeps_what_it_pays_once(tool):
 
 
 def test_a_failed_run_stops_with_its_log(tool, tmp_path):
-    args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", cfg="cfg/no_such.yml", seed=1,
+    args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", config="cfg/no_such.yml", seed=1,
                                                       device="cpu", overrides=[], timeout=None)
     with pytest.raises(SystemExit, match="fast run failed .*fast.log"):
         tool.timed_run(args, "fast", 1, tool.FAST, tmp_path)
@@ -59,7 +60,7 @@ def test_a_run_stopped_by_the_timeout_keeps_the_tasks_it_finished(tool, tmp_path
         "    'epochs_per_task': 1, 'final': {'mAP': 0.5}}))\n"
         "time.sleep(60)\n")
     monkeypatch.setitem(tool.ENTRY_POINTS, "naive", str(script))
-    args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", cfg="cfg/demo.yml", seed=1,
+    args = tool.main.__globals__["argparse"].Namespace(method="naive", task="15p1", config="cfg/demo.yml", seed=1,
                                                       device=None, overrides=[], timeout=3)
     record = tool.timed_run(args, "fast", 1, tool.FAST, tmp_path)
     assert not record["finished"] and [t["task"] for t in record["tasks"]] == [0]

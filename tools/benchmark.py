@@ -1,6 +1,6 @@
 """Measure real training, end to end, in img/s: the continual methods' own code under Lightning.
 
-    python tools/benchmark.py --cfg cfg/synthetic.yml --method naive ld --batch-size 256 \\
+    python tools/benchmark.py cfg/synthetic.yml --method naive ld --batch-size 256 \\
         --steps 60 --precision bf16 --channels-last --reference
 
 Each method trains a task exactly as the runner trains it (``ContinualTask`` with the method's
@@ -47,7 +47,7 @@ from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer.builders import FreezeLongLivedObjects, build_trainer  # noqa: E402
 from nanodet.trainer.compile import compile_mode  # noqa: E402
 from nanodet.trainer.step_timer import PHASES, StepTimer  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, parse_args, run_main  # noqa: E402
 from nanodet.util.config import read_config  # noqa: E402
 from nanodet.util.io import atomic_write_json  # noqa: E402
 
@@ -56,9 +56,9 @@ HEADER = ("| method | path | batch | precision | channels_last | compile | img/s
           + " | median / max step ms | peak GPU GB | reserved GPU GB | device |")
 
 
-def parse_args(argv=None):
+def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True, help="config file, e.g. cfg/synthetic.yml")
+    add_config_arg(parser, example="cfg/synthetic.yml")
     parser.add_argument("--method", nargs="+", default=["naive"], choices=("joint", *METHODS),
                         help="one or more methods (default naive)")
     parser.add_argument("--scenario", default="10p10", help="the continual methods train its task 1 (default 10p10)")
@@ -95,7 +95,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     add_config_override_arg(parser)
-    return parser.parse_args(argv)
+    return parse_args(parser, argv)
 
 
 def benchmark_config(args, reference: bool):
@@ -121,7 +121,7 @@ def benchmark_config(args, reference: bool):
         if args.train_images:
             overrides += [f"data.{split}.synthetic.train={args.train_images}",
                           f"data.{split}.synthetic.test={max(1, args.train_images // 4)}"]
-    return read_config(args.cfg, overrides)
+    return read_config(args.config, overrides)
 
 
 class ProfileSteps(pl.Callback):
@@ -238,7 +238,7 @@ def print_gc_and_slow_steps(result, factor: float = 1.5):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_arguments(argv)
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")

@@ -1,6 +1,6 @@
 """Time a whole continual run as a user meets it: from the command to results.json.
 
-    python tools/benchmark_run.py --method ld --task 15p1 --cfg cfg/synthetic.yml \\
+    python tools/benchmark_run.py cfg/synthetic.yml --method ld --task 15p1 \\
         --epochs 100 --reference-epochs 1 --json docs/results/run_15p1_ld.json
 
 Runs the entry point (``latentDistillation.py``, ``naive.py``...) as a separate process, exactly
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nanodet.util.cli import run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, parse_args, run_main  # noqa: E402
 from nanodet.util.io import atomic_write_json  # noqa: E402
 
 ENTRY_POINTS = {"naive": "naive.py", "replay": "replay.py", "latent_replay": "replay.py", "lwf": "lwf.py",
@@ -41,7 +41,7 @@ REFERENCE = ["device.gpu_augment=false", "device.precision=32", "device.channels
 
 
 def command(args, run_dir: Path, epochs: int, settings) -> list[str]:
-    cmd = [sys.executable, str(ROOT / ENTRY_POINTS[args.method]), "--task", args.task, "--cfg", args.cfg,
+    cmd = [sys.executable, str(ROOT / ENTRY_POINTS[args.method]), args.config, "--task", args.task,
            "--out", str(run_dir), "--restart", "--seed", str(args.seed)]
     if args.method == "latent_replay":
         cmd.append("--latent")
@@ -115,7 +115,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="ld", choices=sorted(ENTRY_POINTS))
     parser.add_argument("--task", default="15p1")
-    parser.add_argument("--cfg", default="cfg/synthetic.yml")
+    add_config_arg(parser, default="cfg/synthetic.yml", example="cfg/synthetic.yml")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per task of the fast run (default: the config's)")
     parser.add_argument("--reference-epochs", type=int, default=0,
@@ -128,11 +128,11 @@ def main(argv=None):
                         help="stop a run after this long and record the tasks it finished (marked unfinished)")
     parser.add_argument("--logs", default=None, help="folder for the runs' logs (default: a temporary one)")
     parser.add_argument("--json", default=None, help="write the results here (rewritten after each path)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     log_dir = Path(args.logs or tempfile.mkdtemp(prefix="benchmark_run_logs_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     record = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "method": args.method, "task": args.task,
-              "cfg": args.cfg, "overrides": args.overrides}
+              "cfg": args.config, "overrides": args.overrides}
     record["fast"] = timed_run(args, "fast", args.epochs, FAST, log_dir)
     write(args.json, record)
     print(table(record["fast"]))

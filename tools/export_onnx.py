@@ -20,12 +20,12 @@ from nanodet.deploy.onnx_export import (DEFAULT_OPSET, dataset_images, export_on
                                         max_abs_difference)
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    add_config_arg(parser)
     parser.add_argument("--model", default=None,
                         help="checkpoint (.ckpt) or weights (.pth); without it the random initial weights are exported")
     parser.add_argument("--out", required=True, help="ONNX file to write")
@@ -36,7 +36,7 @@ def main(argv=None):
     parser.add_argument("--check-images", type=int, default=4,
                         help="val images to compare onnxruntime with PyTorch on (0: no check)")
     add_config_override_arg(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
     input_size = tuple(args.input_size or cfg.data.val.input_size)
 

@@ -20,7 +20,7 @@ from nanodet.continual.methods import METHODS, TaskContext, build_method  # noqa
 from nanodet.continual.scenario import parse_scenario  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.model.complexity import INFERENCE_PARTS, model_complexity, sum_parts  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 
 PART_LABELS = {"backbone": "backbone", "fpn": "neck (fpn)", "head": "head",
                "aux_fpn": "aux neck (training only)", "aux_head": "aux head (training only)"}
@@ -65,11 +65,11 @@ def format_methods(rows) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    add_config_arg(parser)
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("W", "H"), default=None,
                         help="input width and height (default: the config's data.val.input_size)")
     add_config_override_arg(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
     input_size = tuple(args.input_size or cfg.data.val.input_size)
     complexity = model_complexity(build_model(cfg.model), input_size)

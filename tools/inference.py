@@ -19,7 +19,7 @@ from nanodet.data.transform import Pipeline  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer.builders import inference_device  # noqa: E402
 from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -82,14 +82,14 @@ def list_images(path: Path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    add_config_arg(parser)
     parser.add_argument("--model", required=True, help="checkpoint (.ckpt) or weights (.pth)")
     parser.add_argument("--path", required=True, help="an image or a folder of images")
     parser.add_argument("--save-dir", required=True, help="folder for the annotated images")
     parser.add_argument("--score", type=float, default=0.35, help="draw boxes scoring at least this")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     add_config_override_arg(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
     try:
         predictor = Predictor(cfg, args.model, args.device)

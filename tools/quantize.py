@@ -21,7 +21,7 @@ from nanodet.deploy.onnx_eval import build_dataset_at_size, evaluate_onnx, onnx_
 from nanodet.deploy.quantize import calibration_reader, initializer_bytes, quantize_onnx  # noqa: E402
 from nanodet.evaluator import build_evaluator  # noqa: E402
 from nanodet.model.head import build_head  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 
 
 def describe_size(path) -> str:
@@ -32,7 +32,7 @@ def describe_size(path) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    add_config_arg(parser)
     parser.add_argument("--model", required=True, help="fp32 ONNX model (tools/export_onnx.py, raw output)")
     parser.add_argument("--out", required=True, help="int8 ONNX file to write")
     parser.add_argument("--calib", type=int, default=200, help="calibration images from the training set (default 200)")
@@ -41,7 +41,7 @@ def main(argv=None):
     parser.add_argument("--no-eval", action="store_true", help="only quantize and print the sizes")
     parser.add_argument("--val-images", type=int, default=None, help="evaluate on the first K val images only")
     add_config_override_arg(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
     if args.calib < 1:
         raise SystemExit("error: --calib must be at least 1")

@@ -1,6 +1,6 @@
 """The GPU's ceiling for a NanoDet-Plus training step: the whole step in one CUDA graph.
 
-    python tools/step_ceiling.py --cfg cfg/synthetic.yml --batch-size 64 256 --json ceiling.json
+    python tools/step_ceiling.py cfg/synthetic.yml --batch-size 64 256 --json ceiling.json
 
 For each batch size and each network (``full``: every parameter trains; ``ld_student``: the
 backbone frozen in eval mode under no_grad, only neck and head train, as Latent Distillation's
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from nanodet.util.cli import run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, parse_args, run_main  # noqa: E402
 from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer import compile as compiling  # noqa: E402
 from nanodet.trainer.captured_step import (  # noqa: E402
@@ -140,7 +140,7 @@ def measure(cfg, network, loss, batch_size, args, device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", required=True)
+    add_config_arg(parser, example="cfg/synthetic.yml")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--network", nargs="+", default=["full", "ld_student"], choices=("full", "ld_student"))
     parser.add_argument("--loss", nargs="+", default=["trivial", "detection"], choices=("trivial", "detection"))
@@ -158,10 +158,10 @@ def main(argv=None):
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="also profile this many eager steps: GPU time by operator and kernel")
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not torch.cuda.is_available():
         raise SystemExit("tools/step_ceiling.py measures CUDA graphs: it needs a CUDA device")
-    cfg = read_config(args.cfg)
+    cfg = read_config(args.config)
     if args.cudnn_benchmark is None:
         args.cudnn_benchmark = cfg.device.cudnn_benchmark
     torch.backends.cudnn.benchmark = args.cudnn_benchmark

@@ -17,17 +17,17 @@ from nanodet.model.arch import build_model  # noqa: E402
 from nanodet.trainer.builders import inference_device  # noqa: E402
 from nanodet.trainer.evaluate import evaluate_model  # noqa: E402
 from nanodet.util import CheckpointError, atomic_write_json, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    add_config_arg(parser)
     parser.add_argument("--model", required=True, help="checkpoint (.ckpt) or weights (.pth)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--save-dir", default=None, help="where to write detections and metrics")
     add_config_override_arg(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
 
     model = build_model(cfg.model)

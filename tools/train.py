@@ -20,22 +20,22 @@ from nanodet.data.dataset import build_dataset, check_images  # noqa: E402
 from nanodet.evaluator import build_evaluator  # noqa: E402
 from nanodet.trainer import TrainingTask, build_dataloader, build_trainer  # noqa: E402
 from nanodet.util import add_log_file, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_override_arg, config_from_args, run_main  # noqa: E402
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 from nanodet.util.io import atomic_write_text  # noqa: E402
 
 
-def parse_args(argv=None):
+def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="config file, e.g. cfg/VOC.yml")
+    add_config_arg(parser)
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 or cuda:0,1 (default: the config's gpu_ids)")
     parser.add_argument("--resume", action="store_true", help="continue from save_dir/model_last.ckpt")
     add_config_override_arg(parser)
-    return parser.parse_args(argv)
+    return parse_args(parser, argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_arguments(argv)
     cfg = config_from_args(args.config, args)
     save_dir = Path(cfg.save_dir)
     logger = get_logger()

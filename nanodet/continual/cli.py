@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..util.cli import USER_ERRORS, add_config_override_arg, config_from_args, describe_error, is_user_error
+from ..util.cli import (USER_ERRORS, add_config_arg, add_config_override_arg, config_from_args, describe_error,
+                        is_user_error, parse_args)
 from .methods import METHODS, build_method
 from .methods.settings import add_flags, values_for
 from .runner import ContinualRunner, RunError
@@ -19,7 +20,7 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--task", required=True,
                         help="scenario: 15p5, 10p10, 19p1, 15p1, any XpY, joint, a YAML file of "
                              "class-name lists, or an inline list like '[[cat, dog], [car]]'")
-    parser.add_argument("--cfg", required=True, help="config file, e.g. cfg/VOC.yml or cfg/demo.yml")
+    add_config_arg(parser, example="cfg/VOC.yml or cfg/demo.yml")
     parser.add_argument("--out", default=None, help="run directory (default runs/<config>/<scenario>/<method>)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234, the paper's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 or cuda:0,1 (default: the config's)")
@@ -49,10 +50,10 @@ def main(method: str, argv=None, description: str = "", variants: dict | None = 
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback, not one line")
     for switch, (_, help_text) in variants.items():
         parser.add_argument(f"--{switch}", action="store_true", help=help_text)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     method = next((name for switch, (name, _) in variants.items() if getattr(args, switch)), method)
     try:
-        cfg = config_from_args(args.cfg, args)
+        cfg = config_from_args(args.config, args)
         scenario = parse_scenario(args.task, cfg.class_names)
         settings = values_for(METHODS[method].Settings, args, offered, method)
         runner = ContinualRunner(

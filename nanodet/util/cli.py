@@ -54,6 +54,28 @@ def run_main(main, argv=None, errors=()):
         raise SystemExit(f"error: {describe_error(err)}") from None
 
 
+def add_config_arg(parser: argparse.ArgumentParser, default: str | None = None, example: str = "cfg/VOC.yml"):
+    """The config file as the first positional argument, or as ``--cfg`` (the original scripts'
+    flag); read back by ``parse_args``."""
+    parser.add_argument("config", nargs="?", default=None, help=f"config file, e.g. {example}"
+                        + (f" (default {default})" if default else ""))
+    parser.add_argument("--cfg", dest="config_flag", default=None, metavar="CONFIG", help="the config file, as a flag")
+    parser.set_defaults(config_default=default)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``parser.parse_args`` with the config of ``add_config_arg`` in ``args.config``."""
+    args = parser.parse_args(argv)
+    if hasattr(args, "config_flag"):
+        if args.config and args.config_flag and args.config != args.config_flag:
+            parser.error(f"two config files: {args.config} and --cfg {args.config_flag}")
+        args.config = args.config or args.config_flag or args.config_default
+        if args.config is None:
+            parser.error("a config file is needed: give it first (e.g. cfg/VOC.yml) or with --cfg")
+        del args.config_flag, args.config_default
+    return args
+
+
 def add_config_override_arg(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
