@@ -12,6 +12,7 @@ import pytest
 
 from nanodet.data import synthetic
 from nanodet.data.dataset import build_dataset
+from nanodet.data.synthetic import fashion_mnist
 from nanodet.data.synthetic import (
     FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, SyntheticSpec, find_fashion_mnist, generate,
     load_fashion_mnist, read_idx, read_spec, render_image,
@@ -106,8 +107,8 @@ def test_missing_files_say_how_to_get_them(tmp_path, monkeypatch, fake_dir):
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
         find_fashion_mnist(partial)
     # Neither a path nor the Debian package: the default folder is named with the apt-get hint.
-    monkeypatch.setattr(synthetic, "FASHION_MNIST_DIR", str(tmp_path / "no-package"))
-    monkeypatch.setattr(synthetic, "_CROP_CACHE", {})
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_DIR", str(tmp_path / "no-package"))
+    monkeypatch.setattr(fashion_mnist, "_CROP_CACHE", {})
     with pytest.raises(FileNotFoundError, match=r"no-package.*apt-get install dataset-fashion-mnist"):
         generate(tmp_path / "set", SyntheticSpec(train=2, test=2, objects="fashion_mnist"), workers=1)
     assert not (tmp_path / "set").exists() and list(tmp_path.glob(".set.*")) == []

@@ -220,7 +220,7 @@ DEFAULTS: dict[str, Any] = {
         # auto: bf16 autocast on a GPU, fp32 on a CPU; 32, 16 or bf16 everywhere
         "precision": "auto",
         # the switches below: true on a CUDA device only, false never, "always" on a CPU too (for checks)
-        "gpu_augment": True,  # augment training batches on the GPU (nanodet/data/gpu_augment.py)
+        "gpu_augment": True,  # augment training batches on the GPU (nanodet/data/gpu_augment/)
         "channels_last": True,  # channels-last memory format for the model and its inputs
         "compile": False,  # torch.compile the network while training: true or a mode (nanodet/trainer/compile.py)
         "cuda_graph": True,  # the whole training step as one CUDA graph (nanodet/trainer/captured_step.py)

@@ -1,7 +1,7 @@
-"""Conv + norm + activation blocks with upstream NanoDet's attribute names.
+"""Conv + norm + activation blocks whose sub-module names are upstream NanoDet's state-dict keys.
 
-The attribute names (``conv``, ``bn``/``gn``, ``act``, ``depthwise``, ``dwnorm``,
-``pointwise``, ``pwnorm``) are the state-dict keys of upstream checkpoints; keep them.
+``conv``, ``bn``/``gn``, ``depthwise``, ``dwnorm``, ``pointwise`` and ``pwnorm`` name the weights
+in upstream checkpoints, so they must stay; ``act`` holds no weights.
 """
 
 import warnings
@@ -27,80 +27,43 @@ def _kaiming_nonlinearity(activation):
     return "leaky_relu" if activation == "LeakyReLU" else "relu"
 
 
+def _check_activation(activation):
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(f"activation must be a name or None, got {activation!r}")
+
+
 class ConvModule(nn.Module):
     """Conv2d, optional norm and optional activation, applied in ``order``.
 
-    ``bias="auto"`` gives the conv a bias only when there is no norm layer.
-    The norm layer is registered under the name ``build_norm_layer`` returns
-    (``bn`` or ``gn``) and is reachable as ``self.norm``.
+    ``bias="auto"`` gives the conv a bias only when there is no norm layer. The norm layer is
+    registered under the name ``build_norm_layer`` returns (``bn`` or ``gn``: the checkpoint key)
+    and is reachable as ``self.norm``. ``conv_cfg`` (a plain Conv2d is the only kind) and
+    ``inplace`` (activations are always in place) are accepted for upstream's signature.
     """
 
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias="auto",
-        conv_cfg=None,
-        norm_cfg=None,
-        activation="ReLU",
-        inplace=True,
-        order=("conv", "norm", "act"),
-    ):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias="auto", conv_cfg=None, norm_cfg=None, activation="ReLU", inplace=True,
+                 order=("conv", "norm", "act")):
         super().__init__()
         if conv_cfg is not None and not isinstance(conv_cfg, Mapping):
             raise TypeError(f"conv_cfg must be a mapping or None, got {conv_cfg!r}")
         if norm_cfg is not None and not isinstance(norm_cfg, Mapping):
             raise TypeError(f"norm_cfg must be a mapping or None, got {norm_cfg!r}")
-        if activation is not None and not isinstance(activation, str):
-            raise TypeError(f"activation must be a name or None, got {activation!r}")
+        _check_activation(activation)
         order = tuple(order)
         if len(order) != 3 or set(order) != {"conv", "norm", "act"}:
             raise ValueError(f"order must arrange 'conv', 'norm', 'act', got {order}")
-        self.conv_cfg = conv_cfg
-        self.norm_cfg = norm_cfg
-        self.activation = activation
-        self.inplace = inplace
         self.order = order
-        self.with_norm = norm_cfg is not None
-        self.with_bias = _resolve_bias(bias, self.with_norm)
-
-        self.conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=self.with_bias,
-        )
-        # Mirror the conv's geometry so callers can treat this module like a conv.
-        self.in_channels = self.conv.in_channels
-        self.out_channels = self.conv.out_channels
-        self.kernel_size = self.conv.kernel_size
-        self.stride = self.conv.stride
-        self.padding = self.conv.padding
-        self.dilation = self.conv.dilation
-        self.transposed = self.conv.transposed
-        self.output_padding = self.conv.output_padding
-        self.groups = self.conv.groups
-
-        if self.with_norm:
+        self.activation = activation
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                              dilation=dilation, groups=groups, bias=_resolve_bias(bias, norm_cfg is not None))
+        self.norm_name = None
+        if norm_cfg is not None:
             norm_after_conv = order.index("norm") > order.index("conv")
-            norm_channels = out_channels if norm_after_conv else in_channels
-            self.norm_name, norm = build_norm_layer(norm_cfg, norm_channels)
+            self.norm_name, norm = build_norm_layer(norm_cfg, out_channels if norm_after_conv else in_channels)
             self.add_module(self.norm_name, norm)
-        else:
-            self.norm_name = None
-
-        if self.activation:
-            self.act = act_layers(self.activation)
-
+        if activation:
+            self.act = act_layers(activation)
         self.init_weights()
 
     @property
@@ -109,14 +72,14 @@ class ConvModule(nn.Module):
 
     def init_weights(self):
         kaiming_init(self.conv, nonlinearity=_kaiming_nonlinearity(self.activation))
-        if self.with_norm:
+        if self.norm_name:
             constant_init(self.norm, 1, bias=0)
 
     def forward(self, x, norm=True):
         for layer in self.order:
             if layer == "conv":
                 x = self.conv(x)
-            elif layer == "norm" and norm and self.with_norm:
+            elif layer == "norm" and norm and self.norm_name:
                 x = self.norm(x)
             elif layer == "act" and self.activation:
                 x = self.act(x)
@@ -126,68 +89,32 @@ class ConvModule(nn.Module):
 class DepthwiseConvModule(nn.Module):
     """Depthwise-separable conv: depthwise conv, norm, act, 1x1 conv, norm, act.
 
-    The same activation module (``act``) is applied after both convs, as upstream.
+    The same activation module (``act``) is applied after both convs, as upstream. The norms have
+    fixed names, ``dwnorm`` and ``pwnorm`` (not ``bn``/``gn``), as upstream checkpoints have them.
+    ``inplace`` is accepted for upstream's signature (activations are always in place).
     """
 
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias="auto",
-        norm_cfg=dict(type="BN"),
-        activation="ReLU",
-        inplace=True,
-        order=("depthwise", "dwnorm", "act", "pointwise", "pwnorm", "act"),
-    ):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias="auto",
+                 norm_cfg=dict(type="BN"), activation="ReLU", inplace=True,
+                 order=("depthwise", "dwnorm", "act", "pointwise", "pwnorm", "act")):
         super().__init__()
-        if activation is not None and not isinstance(activation, str):
-            raise TypeError(f"activation must be a name or None, got {activation!r}")
+        _check_activation(activation)
         order = tuple(order)
         if len(order) != 6 or set(order) != {"depthwise", "dwnorm", "act", "pointwise", "pwnorm"}:
-            raise ValueError(
-                "order must arrange 'depthwise', 'dwnorm', 'pointwise', 'pwnorm' "
-                f"and 'act' twice, got {order}"
-            )
-        self.activation = activation
-        self.inplace = inplace
+            raise ValueError("order must arrange 'depthwise', 'dwnorm', 'pointwise', 'pwnorm' "
+                             f"and 'act' twice, got {order}")
         self.order = order
+        self.activation = activation
         self.with_norm = norm_cfg is not None
-        self.with_bias = _resolve_bias(bias, self.with_norm)
-
-        self.depthwise = nn.Conv2d(
-            in_channels,
-            in_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=in_channels,
-            bias=self.with_bias,
-        )
-        self.pointwise = nn.Conv2d(
-            in_channels, out_channels, kernel_size=1, stride=1, padding=0, bias=self.with_bias
-        )
-        self.in_channels = self.depthwise.in_channels
-        self.out_channels = self.pointwise.out_channels
-        self.kernel_size = self.depthwise.kernel_size
-        self.stride = self.depthwise.stride
-        self.padding = self.depthwise.padding
-        self.dilation = self.depthwise.dilation
-        self.transposed = self.depthwise.transposed
-        self.output_padding = self.depthwise.output_padding
-
+        with_bias = _resolve_bias(bias, self.with_norm)
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+                                   dilation=dilation, groups=in_channels, bias=with_bias)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0, bias=with_bias)
         if self.with_norm:
-            # Fixed names (not bn/gn): upstream checkpoints use `dwnorm` and `pwnorm`.
             _, self.dwnorm = build_norm_layer(norm_cfg, in_channels)
             _, self.pwnorm = build_norm_layer(norm_cfg, out_channels)
-
-        if self.activation:
-            self.act = act_layers(self.activation)
-
+        if activation:
+            self.act = act_layers(activation)
         self.init_weights()
 
     def init_weights(self):
