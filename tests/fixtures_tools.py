@@ -1,17 +1,14 @@
 """The scripts of tools/ as modules, for tests that call their functions."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_tool(name):
-    """``tools/<name>.py`` imported as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``tools/<name>.py`` as the module ``nanodet.tools.<name>`` (pyproject.toml maps tools/ there)."""
+    return importlib.import_module(f"nanodet.tools.{name}")
 
 
 def tiny_overrides(tmp_path, epochs=2):

@@ -16,10 +16,10 @@ def load_benchmark():
 
 def test_benchmark_runs_real_methods_on_both_paths_and_prints_a_row_each(tmp_path, capsys):
     benchmark = load_benchmark()
-    args = ["--cfg", str(ROOT / "cfg" / "demo.yml"), "--method", "joint", "replay", "ld", "--batch-size", "2",
-            "--steps", "2", "--warmup", "1", "--data", str(tmp_path / "data"), "--train-images", "12",
-            "--input-size", "64", "--reference", "--reference-steps", "1", "--workers", "0", "--device", "cpu",
-            "--json", str(tmp_path / "results.json")]
+    args = ["--cfg", str(ROOT / "cfg" / "demo.yml"), "--method", "joint", "replay", "ld",
+            "--set", "device.batchsize_per_gpu=2", "--steps", "2", "--warmup", "1", "--data", str(tmp_path / "data"),
+            "--train-images", "12", "--input-size", "64", "--reference", "--reference-steps", "1",
+            "--set", "device.workers_per_gpu=0", "--device", "cpu", "--json", str(tmp_path / "results.json")]
     results = benchmark.main(args)
     assert [(r["method"], r["path"]) for r in results] == [
         ("joint", "fast"), ("joint", "reference"), ("replay", "fast"), ("replay", "reference"),

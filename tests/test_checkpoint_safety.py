@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nanodet.continual import build_method
-from nanodet.continual.methods.replay import Replay
+from nanodet.continual.methods.buffer import ImageReplay
 from nanodet.util import CheckpointError, read_checkpoint
 from nanodet.util.check_point import safe_load
 
@@ -38,7 +38,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_name_and_runs_nothing(tm
 
 
 def test_a_latent_buffer_that_would_run_code_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(Replay, "load_state", lambda self, task_dir: None)  # the buffer's records: not the point
+    monkeypatch.setattr(ImageReplay, "load_state", lambda self, task_dir: None)  # the buffer's records: not the point
     malicious(tmp_path, "latent_buffer.pt")
     with pytest.raises(CheckpointError, match="latent_buffer.pt: refused: this latent buffer holds"):
         build_method("latent_replay").load_state(tmp_path)

@@ -1,7 +1,6 @@
 """The continual-learning core end to end on the CPU: task data, a 2-task run, its outputs, resume."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,8 +133,9 @@ def test_resume_within_a_task_continues_from_its_last_epoch(tmp_path):
 
 
 def test_compare_tool_writes_a_table_and_the_two_plots(finished_run, tmp_path):
-    import importlib.util
     import shutil
+
+    from fixtures_tools import load_tool
 
     source, _ = finished_run
     other = tmp_path / "joint"
@@ -143,10 +143,7 @@ def test_compare_tool_writes_a_table_and_the_two_plots(finished_run, tmp_path):
     results = json.loads((other / "results.json").read_text())
     results["scenario"] = "joint"
     (other / "results.json").write_text(json.dumps(results))
-    compare = Path(__file__).resolve().parents[1] / "tools/compare.py"
-    spec = importlib.util.spec_from_file_location("compare_tool", compare)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("compare")
     table = tool.main([str(source / "run"), str(other), "--out", str(tmp_path / "cmp")])
     assert [row[0] for row in table["rows"]] == ["naive", "joint"]
     for name in ("comparison.md", "comparison.csv", "map_per_task.png", "map_vs_memory.png"):

@@ -48,11 +48,11 @@ def test_a_two_task_run_under_ddp_on_two_cpu_processes(tmp_path, entry):
 
 
 def test_replay_batches_are_split_between_ranks_without_overlap(monkeypatch):
-    from nanodet.continual.methods import replay
+    from nanodet.continual.methods import buffer
 
     def epoch_for(rank, world):
-        monkeypatch.setattr(replay, "distributed_rank", lambda: (rank, world))
-        sampler = replay.ReplayBatchSampler(num_current=40, num_buffer=6, batch_size=8, seed=3)
+        monkeypatch.setattr(buffer, "distributed_rank", lambda: (rank, world))
+        sampler = buffer.ReplayBatchSampler(num_current=40, num_buffer=6, batch_size=8, seed=3)
         return len(sampler), list(sampler)
 
     full_len, full = epoch_for(0, 1)
@@ -62,5 +62,5 @@ def test_replay_batches_are_split_between_ranks_without_overlap(monkeypatch):
     current = [i for batch in rank0 + rank1 for i in batch if i < 40]
     assert len(current) == len(set(current))  # each current image once, on one rank
     # A tiny epoch (one batch) still gives every rank a batch, so DDP steps stay in step.
-    monkeypatch.setattr(replay, "distributed_rank", lambda: (1, 2))
-    assert len(list(replay.ReplayBatchSampler(4, 2, 8, seed=0))) == 1
+    monkeypatch.setattr(buffer, "distributed_rank", lambda: (1, 2))
+    assert len(list(buffer.ReplayBatchSampler(4, 2, 8, seed=0))) == 1

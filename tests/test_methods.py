@@ -12,7 +12,10 @@ from fixtures_continual import tiny_cfg, tiny_runner
 from nanodet.continual import build_method, parse_scenario
 from nanodet.continual.data import TaskData
 from nanodet.continual.methods import TaskContext, Teacher
-from nanodet.continual.methods.replay import BufferItem, ReplayBatchSampler, select_balanced, select_random
+from nanodet.continual.methods.buffer import (BufferItem, ImageReplay, ReplayBatchSampler, select_balanced,
+                                              select_random)
+from nanodet.continual.methods.distillation import LogitDistillation
+from nanodet.continual.methods.frozen_backbone import FrozenBackbone
 from nanodet.continual.methods.teacher import feature_distillation, logit_distillation
 from nanodet.continual.task import ContinualTask
 from nanodet.model.arch import build_model
@@ -79,7 +82,7 @@ def test_ld_backbone_is_bitwise_frozen_and_runs_once_per_step(setup):
 def test_ld_default_freezes_from_task_1_without_pretrained_weights(setup):
     cfg = setup[0]
     method = build_method("ld")
-    assert method.freeze_task(cfg) == 1
+    assert method.part(FrozenBackbone).freeze_task(cfg) == 1
     model = build_model(cfg.model)
     method.on_task_start(context_for(setup, 0), model)
     assert all(p.requires_grad for p in model.backbone.parameters()) and method.teacher is None
@@ -98,7 +101,7 @@ def test_sid_trains_the_backbone(setup):
 # --------------------------------------------------------------- distillation terms
 def distill_terms(setup, method_name, student, teacher_model, t=1):
     method = build_method(method_name, freeze_backbone_from=0) if method_name == "ld" else build_method(method_name)
-    method.teacher = Teacher(teacher_model, share_backbone=method.shares_backbone)
+    method.teacher = Teacher(teacher_model, share_backbone=method.teacher_shares_backbone)
     img = torch.randn(2, 3, 64, 64)
     context = context_for(setup, t)
     student.eval()
@@ -125,14 +128,15 @@ def test_sid_distils_old_and_future_logits_never_the_current_tasks(setup):
     method = build_method("sid")
     context = context_for(setup, 1)  # disc, ring, square | triangle, diamond | cross: current = 4, 5
     assert context.new_classes == [4, 5]
-    assert method.distilled_classes(context) == [0, 1, 2] + [3] + list(range(6, 20))  # old + future
+    distilled = method.part(LogitDistillation).distilled_classes(context)
+    assert distilled == [0, 1, 2] + [3] + list(range(6, 20))  # old + future
     preds = torch.zeros(1, 10, 20 + 32)
     current = preds.clone()
     current[..., [4, 5]] = 5.0  # differ only in the current task's logits
-    assert float(logit_distillation(current, preds, method.distilled_classes(context))) == 0.0
+    assert float(logit_distillation(current, preds, distilled)) == 0.0
     old = preds.clone()
     old[..., 1] = 5.0
-    assert float(logit_distillation(old, preds, method.distilled_classes(context))) > 0.0
+    assert float(logit_distillation(old, preds, distilled)) > 0.0
     towers = [torch.ones(1, 4, 2, 2)]
     assert float(feature_distillation(towers, [t + 1 for t in towers])) == pytest.approx(1.0)
 
@@ -160,7 +164,7 @@ def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):
     cfg, scenario, data = setup
     method = build_method("replay", buffer_size=6)
     method.on_task_end(context_for(setup, 0), None)
-    assert len(method.buffer) == 6 and method.buffer_bytes() >= 6 * 128 * 128 * 3
+    assert len(method.part(ImageReplay).buffer) == 6 and method.buffer_bytes() >= 6 * 128 * 128 * 3
     context = context_for(setup, 1)
     loader = method.train_dataloader(context, cfg, torch.device("cpu"))
     assert isinstance(loader.batch_sampler.batch_sampler, ReplayBatchSampler)  # inside SeededBatches
@@ -183,8 +187,9 @@ def test_replay_buffer_survives_a_restart(setup, tmp_path):
     method.save_state(tmp_path)
     other = build_method("replay", buffer_size=5)
     other.load_state(tmp_path)
-    assert [(i.task, i.record.file_name) for i in other.buffer] == [(i.task, i.record.file_name) for i in method.buffer]
-    assert all(np.array_equal(a.record.boxes, b.record.boxes) for a, b in zip(other.buffer, method.buffer))
+    stored, loaded = method.part(ImageReplay).buffer, other.part(ImageReplay).buffer
+    assert [(i.task, i.record.file_name) for i in loaded] == [(i.task, i.record.file_name) for i in stored]
+    assert all(np.array_equal(a.record.boxes, b.record.boxes) for a, b in zip(loaded, stored))
 
 
 # --------------------------------------------------------------- every method runs
@@ -213,12 +218,9 @@ def test_every_method_completes_a_short_run(data_dir, tmp_path, method, settings
 
 
 def test_flops_tool_reports_what_each_method_trains_and_holds(setup):
-    import importlib.util
-    from pathlib import Path
+    from fixtures_tools import load_tool
 
-    spec = importlib.util.spec_from_file_location("flops_tool", Path(__file__).resolve().parents[1] / "tools/flops.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("flops")
     rows = {name: (trainable, memory) for name, trainable, memory in tool.method_footprints(setup[0])}
     student = sum(p.numel() for p in build_model(setup[0].model).parameters())
     neck_head = rows["ld"][0]

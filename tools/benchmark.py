@@ -1,14 +1,20 @@
 """Measure real training, end to end, in img/s: the continual methods' own code under Lightning.
 
-    python tools/benchmark.py cfg/synthetic.yml --method naive ld --batch-size 256 \\
-        --steps 60 --precision bf16 --channels-last --reference
+    python tools/benchmark.py cfg/synthetic.yml --method naive ld --set device.batchsize_per_gpu=256 \\
+        --steps 60 --set device.precision=bf16 --reference
+    nanodet-benchmark cfg/synthetic.yml ...   # the same, from any directory, after pip install -e .
 
 Each method trains a task exactly as the runner trains it (``ContinualTask`` with the method's
 hooks, the config's Trainer: precision, gradient clipping, per-epoch checkpoints, logging) for
 ``--warmup`` unmeasured then ``--steps`` measured steps, and a ``StepTimer`` callback reports
 images per second, the step's phases (data wait, forward, assignment and losses, logging,
-backward, optimizer) and the peak GPU memory. Runs on CUDA when present, else on the CPU (use
-tiny numbers there, e.g. ``--batch-size 4 --steps 3``).
+backward, optimizer) and the peak GPU memory. Runs on one device, ``--device`` (of a list, the
+first), by default CUDA when present, else the CPU (use tiny numbers there, e.g. ``--set
+device.batchsize_per_gpu=4 --steps 3``).
+
+The training settings are the config's, as a user's run reads them, changed with ``--set``:
+``device.batchsize_per_gpu``, ``device.precision``, ``device.channels_last``, ``device.compile``,
+``device.cuda_graph``, ``device.workers_per_gpu``...; each path then sets its own switches (below).
 
 Methods: ``joint`` trains every class (task 0 of the ``joint`` scenario); the continual methods
 train task 1 of ``--scenario`` (default 10p10), after their task-0 state is made: the teacher is
@@ -18,45 +24,55 @@ same per step as a trained one.
 Two paths, in the same run:
 
 * **fast** (always): ``device.gpu_augment`` (images decoded once into a uint8 cache on the GPU,
-  augmented there per batch) and the batched label assigner.
+  augmented there per batch) and the batched label assigner, with the config's ``device.compile``
+  and ``device.cuda_graph``.
 * **reference** (``--reference``): upstream's way, the CPU augmentation pipeline in DataLoader
-  workers and per-image label assignment, for the speed-up.
+  workers and per-image label assignment, neither compiled nor captured, for the speed-up.
 
-``--compile MODE`` sets ``device.compile`` on the fast path (``reduce-overhead``: CUDA graphs, the
+``--set device.compile=MODE`` compiles the fast path (``reduce-overhead``: CUDA graphs, the
 fastest on an H100); compilation happens in the ``--warmup`` steps, so give it 3 or more.
 
 The data is the synthetic benchmark, generated into ``--data`` if missing (the config's spec, or a
 smaller one with ``--train-images``).
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pytorch_lightning as pl
+import torch
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-
-from nanodet.continual.data import TaskData  # noqa: E402
-from nanodet.continual.methods import METHODS, TaskContext, build_method  # noqa: E402
-from nanodet.continual.scenario import parse_scenario  # noqa: E402
-from nanodet.continual.task import ContinualTask  # noqa: E402
-from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer.builders import FreezeLongLivedObjects, build_trainer  # noqa: E402
-from nanodet.trainer.compile import compile_mode  # noqa: E402
-from nanodet.trainer.step_timer import PHASES, StepTimer  # noqa: E402
-from nanodet.util.cli import add_config_arg, add_config_override_arg, parse_args, run_main  # noqa: E402
-from nanodet.util.config import read_config  # noqa: E402
-from nanodet.util.io import atomic_write_json  # noqa: E402
+from nanodet.continual.data import TaskData
+from nanodet.continual.methods import METHODS, TaskContext, build_method
+from nanodet.continual.scenario import parse_scenario
+from nanodet.continual.task import ContinualTask
+from nanodet.model.arch import build_model
+from nanodet.trainer.builders import FreezeLongLivedObjects, build_trainer, inference_device, on_this_device
+from nanodet.trainer.compile import compile_mode
+from nanodet.trainer.step_timer import PHASES, StepTimer
+from nanodet.util import CfgNode
+from nanodet.util.cli import add_config_arg, add_config_override_arg, add_device_arg, parse_args, run_main
+from nanodet.util.config import read_config
+from nanodet.util.io import atomic_write_json
 
 HEADER = ("| method | path | batch | precision | channels_last | compile | img/s | "
           + " | ".join(f"{p} ms" for p in PHASES)
           + " | median / max step ms | peak GPU GB | reserved GPU GB | device |")
 
 
-def parse_arguments(argv=None):
+# Each path's own switches, set after the user's --set (so they hold on that path).
+PATH_SETTINGS = {
+    "fast": ["device.gpu_augment=true", "model.arch.head.batched_assign=true"],
+    "reference": ["device.gpu_augment=false", "device.compile=false", "device.cuda_graph=false",
+                  "model.arch.head.batched_assign=false"],
+}
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser, example="cfg/synthetic.yml")
     parser.add_argument("--method", nargs="+", default=["naive"], choices=("joint", *METHODS),
@@ -64,27 +80,18 @@ def parse_arguments(argv=None):
     parser.add_argument("--scenario", default="10p10", help="the continual methods train its task 1 (default 10p10)")
     parser.add_argument("--pseudo-labels", type=float, default=None, metavar="SCORE",
                         help="also add the teacher's pseudo-labels (methods with a teacher step)")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="measured steps")
     parser.add_argument("--reference-steps", type=int, default=None,
                         help="measured steps of the reference path (default: --steps; it is 10x slower)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="unmeasured steps first (at least 1; 3 or more keeps the one garbage collection "
                              "before the GC freeze, after step 3, out of the measured steps)")
-    parser.add_argument("--precision", choices=("bf16", "32"), default="32")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", default="false", metavar="MODE",
-                        help="device.compile for the fast path: false, true or a torch.compile mode "
-                             "(compilation happens in the unmeasured --warmup steps: give it 3 or more)")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="device.cuda_graph for the fast path: the whole step as one CUDA graph")
     parser.add_argument("--reference", action="store_true",
                         help="also run upstream's path (CPU pipeline in DataLoader workers, per-image assigner)")
     parser.add_argument("--data", default=None, help="folder of the synthetic set (default: the config's root)")
     parser.add_argument("--train-images", type=int, default=None, help="a smaller set than the config's")
     parser.add_argument("--input-size", type=int, default=None, help="square input size instead of the config's")
-    parser.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default: config)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    add_device_arg(parser, default="cuda if available", one_device=True)
     parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar on, as a user's run")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="also profile measured steps with torch.profiler; tables written to DIR")
@@ -98,21 +105,10 @@ def parse_arguments(argv=None):
     return parse_args(parser, argv)
 
 
-def benchmark_config(args, reference: bool):
-    """The config with the benchmark's settings, for the fast or the reference path."""
-    overrides = list(args.overrides) + [
-        f"device.batchsize_per_gpu={args.batch_size}",
-        f"device.precision={args.precision}",
-        f"device.channels_last={str(args.channels_last).lower()}",
-        f"device.gpu_augment={str(not reference).lower()}",
-        f"device.compile={'false' if reference else args.compile}",
-        f"model.arch.head.batched_assign={str(not reference).lower()}",
-        "schedule.val_intervals=1000000",
-    ]
-    if reference or args.cuda_graph:
-        overrides.append(f"device.cuda_graph={str(not reference).lower()}")
-    if args.workers is not None:
-        overrides.append(f"device.workers_per_gpu={args.workers}")
+def benchmark_config(args: argparse.Namespace, reference: bool) -> CfgNode:
+    """The config with the user's ``--set`` and then the fast or the reference path's switches."""
+    path = PATH_SETTINGS["reference" if reference else "fast"]
+    overrides = [*args.overrides, *path, "schedule.val_intervals=1000000"]
     for split in ("train", "val"):
         if args.data:
             overrides.append(f"data.{split}.root={args.data}")
@@ -127,11 +123,12 @@ def benchmark_config(args, reference: bool):
 class ProfileSteps(pl.Callback):
     """torch.profiler over ``active`` steps after ``skip``: top operators by host and device time."""
 
-    def __init__(self, path: Path, skip: int, active: int):
+    def __init__(self, path: Path, skip: int, active: int) -> None:
         self.path, self.skip, self.active = path, skip, active
         self.profiler = None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         if trainer.global_step == self.skip and self.profiler is None:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if pl_module.device.type == "cuda":
@@ -139,11 +136,12 @@ class ProfileSteps(pl.Callback):
             self.profiler = torch.profiler.profile(activities=activities)
             self.profiler.__enter__()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         if self.profiler is not None and trainer.global_step >= self.skip + self.active:
             self._write()
 
-    def on_train_end(self, trainer, pl_module):
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write()
 
     def _write(self):
@@ -158,7 +156,7 @@ class ProfileSteps(pl.Callback):
         self.profiler = None
 
 
-def run_method(name: str, args, reference: bool, device: str) -> dict:
+def run_method(name: str, args: argparse.Namespace, reference: bool, device: torch.device) -> dict[str, Any]:
     cfg = benchmark_config(args, reference)
     joint = name == "joint"
     scenario = parse_scenario("joint" if joint else args.scenario, cfg.class_names)
@@ -182,18 +180,19 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
                                       skip=max(1, args.warmup), active=min(args.steps, 10)))
     steps = args.reference_steps if reference and args.reference_steps else args.steps
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = build_trainer(cfg, run_dir, device=device, callbacks=callbacks, save_best=False,
+        trainer = build_trainer(cfg, run_dir, device=str(device), callbacks=callbacks, save_best=False,
                                 freeze_gc=not args.no_gc_freeze,
                                 enable_progress_bar=args.progress_bar, max_steps=max(1, args.warmup) + steps)
         trainer.fit(module)
     result = timer.result()
     freeze = next((c for c in trainer.callbacks if isinstance(c, FreezeLongLivedObjects)), None)
-    on_gpu = torch.device(device).type == "cuda"
+    on_gpu = device.type == "cuda"
     return {
         "method": name + ("+pseudo_labels" if options else ""), "path": "reference" if reference else "fast",
         "scenario": scenario.name, "task": task, "train_images": len(context.train_dataset),
         "steps_per_epoch": trainer.num_training_batches,
-        "batch": args.batch_size, "precision": args.precision, "channels_last": args.channels_last,
+        "batch": cfg.device.batchsize_per_gpu, "precision": trainer.precision,
+        "channels_last": on_this_device(cfg.device.channels_last, device),
         "compile": compile_mode(cfg.device.compile),
         "cuda_graph": not module.automatic_optimization if module._trainer is not None else False,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -201,11 +200,11 @@ def run_method(name: str, args, reference: bool, device: str) -> dict:
         # the one collection before the freeze, in the warm-up (None: not frozen)
         "gc_freeze": None if freeze is None or not freeze.frozen_objects else {
             "objects": freeze.frozen_objects, "collect_ms": 1000.0 * freeze.collect_seconds},
-        "device": torch.cuda.get_device_name(torch.device(device)) if on_gpu else "cpu",
+        "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
     }
 
 
-def row(result):
+def row(result: dict[str, Any]) -> str:
     ms = result["ms"]
     peak = "-" if result["peak_gpu_gb"] is None else f"{result['peak_gpu_gb']:.2f}"
     reserved = "-" if result.get("reserved_gpu_gb") is None else f"{result['reserved_gpu_gb']:.2f}"
@@ -217,7 +216,7 @@ def row(result):
             + f" | {result['device']} |")
 
 
-def print_gc_and_slow_steps(result, factor: float = 1.5):
+def print_gc_and_slow_steps(result: dict[str, Any], factor: float = 1.5) -> None:
     """The collection before the GC freeze, collections in measured steps, and the steps that took
     more than ``factor`` times the median, with where they were."""
     if result.get("gc_freeze"):
@@ -237,13 +236,13 @@ def print_gc_and_slow_steps(result, factor: float = 1.5):
                           for s in slow[:12]), flush=True)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_arguments(argv)
-    device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.reference_steps is not None and args.reference_steps < 1:
         raise SystemExit(f"--reference-steps must be at least 1, got {args.reference_steps}")
+    device = inference_device(args.device)
     print(HEADER)
     print("|" + "---|" * (HEADER.count(" | ") + 1))
     results = []
@@ -261,5 +260,10 @@ def main(argv=None):
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-benchmark``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

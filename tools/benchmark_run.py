@@ -2,6 +2,7 @@
 
     python tools/benchmark_run.py cfg/synthetic.yml --method ld --task 15p1 \\
         --epochs 100 --reference-epochs 1 --json docs/results/run_15p1_ld.json
+    nanodet-benchmark-run cfg/synthetic.yml ...   # the same, after pip install -e . (an editable install)
 
 Runs the entry point (``latentDistillation.py``, ``naive.py``...) as a separate process, exactly
 as a user types it, and reads the per-task breakdown that the run writes into results.json:
@@ -14,6 +15,10 @@ pipeline in DataLoader workers, per-image label assignment, fp32, no CUDA graph,
 task, and extrapolates it to the fast run's epochs per image (its training seconds scaled by the
 ratio of training images seen; start-up and evaluation taken as measured). The extrapolation is
 said so in the output. Both paths use the config's batch size unless ``--set`` says otherwise.
+``--device`` is handed to the entry point, which reads it (``cuda:0,1``: DDP on both).
+
+The entry points are the repository's (beside tools/): the command needs the checkout, as an
+editable install gives it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nanodet.util.cli import add_config_arg, add_config_override_arg, add_device_arg, parse_args, run_main
+from nanodet.util.io import atomic_write_json
 
-from nanodet.util.cli import add_config_arg, parse_args, run_main  # noqa: E402
-from nanodet.util.io import atomic_write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository, whose entry points are run
 
 ENTRY_POINTS = {"naive": "naive.py", "replay": "replay.py", "latent_replay": "replay.py", "lwf": "lwf.py",
                 "sid": "SID.py", "ld": "latentDistillation.py"}
@@ -40,7 +45,7 @@ REFERENCE = ["device.gpu_augment=false", "device.precision=32", "device.channels
              "device.cuda_graph=false", "device.compile=false", "model.arch.head.batched_assign=false"]
 
 
-def command(args, run_dir: Path, epochs: int, settings) -> list[str]:
+def command(args: argparse.Namespace, run_dir: Path, epochs: int | None, settings: Sequence[str]) -> list[str]:
     cmd = [sys.executable, str(ROOT / ENTRY_POINTS[args.method]), args.config, "--task", args.task,
            "--out", str(run_dir), "--restart", "--seed", str(args.seed)]
     if args.method == "latent_replay":
@@ -55,7 +60,8 @@ def command(args, run_dir: Path, epochs: int, settings) -> list[str]:
     return cmd
 
 
-def timed_run(args, name: str, epochs: int, settings, log_dir: Path) -> dict:
+def timed_run(args: argparse.Namespace, name: str, epochs: int | None, settings: Sequence[str],
+              log_dir: Path) -> dict[str, Any]:
     """One run of the entry point; its wall time and the per-task breakdown of its results.json."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"benchmark_run_{name}_"))
     cmd = command(args, run_dir, epochs, settings)
@@ -86,7 +92,7 @@ def timed_run(args, name: str, epochs: int, settings, log_dir: Path) -> dict:
                        for key in ("startup_seconds", "warmup_seconds", "train_seconds", "eval_seconds")}}
 
 
-def extrapolate(reference: dict, fast: dict) -> dict:
+def extrapolate(reference: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
     """The reference's whole run at the fast run's epochs: training seconds scaled per image."""
     seconds = 0.0
     for ref_task, fast_task in zip(reference["tasks"], fast["tasks"]):
@@ -101,7 +107,7 @@ def extrapolate(reference: dict, fast: dict) -> dict:
                    f"{fast['epochs_per_task']}: training seconds scaled by epochs, start-up and evaluation as measured"}
 
 
-def table(result: dict) -> str:
+def table(result: dict[str, Any]) -> str:
     lines = ["| task | images | epochs | start-up s | warm-up s | train s | eval s | img/s | mAP |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in result["tasks"]:
@@ -111,7 +117,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="ld", choices=sorted(ENTRY_POINTS))
     parser.add_argument("--task", default="15p1")
@@ -121,14 +127,16 @@ def main(argv=None):
     parser.add_argument("--reference-epochs", type=int, default=0,
                         help="also run upstream's way for this many epochs per task (0: not)")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for both paths (repeatable)")
+    add_device_arg(parser, default="the config's device.gpu_ids")
+    add_config_override_arg(parser)  # for both paths
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="stop a run after this long and record the tasks it finished (marked unfinished)")
     parser.add_argument("--logs", default=None, help="folder for the runs' logs (default: a temporary one)")
     parser.add_argument("--json", default=None, help="write the results here (rewritten after each path)")
     args = parse_args(parser, argv)
+    entry = ROOT / ENTRY_POINTS[args.method]
+    if not entry.is_file():
+        raise SystemExit(f"error: {entry}: no such entry point (this command needs the repository: pip install -e .)")
     log_dir = Path(args.logs or tempfile.mkdtemp(prefix="benchmark_run_logs_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     record = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "method": args.method, "task": args.task,
@@ -152,7 +160,7 @@ def main(argv=None):
               f"({record['reference_extrapolated']['how']}); {ratio:.1f}x the fast run")
 
 
-def machine() -> dict:
+def machine() -> dict[str, str]:
     info = {"host": platform.node(), "python": platform.python_version()}
     try:
         import torch
@@ -164,10 +172,15 @@ def machine() -> dict:
     return info
 
 
-def write(path, record):
+def write(path: str | Path | None, record: dict[str, Any]) -> None:
     if path:
         atomic_write_json(Path(path), record)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-benchmark-run``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,22 +1,23 @@
 """Compare continual-learning runs: one table (markdown and CSV) and the paper's two plots.
 
     python tools/compare.py runs/demo/15p1/* runs/demo/joint/naive --out runs/demo/compare_15p1
+    nanodet-compare RUN_DIR ... --out DIR   # the same, from any directory, after pip install -e .
 
 Writes comparison.md, comparison.csv, map_per_task.png (mAP after each task per method) and
 map_vs_memory.png (final mAP against parameters in memory during training).
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 from pathlib import Path
+from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nanodet.util.cli import run_main  # noqa: E402
-from nanodet.continual.report import compare_runs  # noqa: E402
+from nanodet.continual.report import compare_runs
+from nanodet.util.cli import run_main
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories (each holds a results.json)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -29,5 +30,10 @@ def main(argv=None):
     return table
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-compare``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

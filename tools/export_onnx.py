@@ -2,28 +2,30 @@
 
     python tools/export_onnx.py cfg/synthetic.yml --model workspace/synthetic/model_best.ckpt \
         --out workspace/synthetic/nanodet.onnx [--decode] [--input-size 320 320] [--opset 13]
+    nanodet-export cfg/synthetic.yml ...   # the same, from any directory, after pip install -e .
 
 Output ``output`` [1, N, C + 4 * (reg_max + 1)]: class probabilities, then distance-distribution
 logits (upstream's layout); with --decode, ``boxes`` [1, N, 4] (xyxy, input pixels) and
 ``scores`` [1, N, C] instead. Then runs the ONNX model with onnxruntime and the PyTorch model on
 a few val images (val pipeline) and prints the largest absolute difference of their outputs.
+
+It has no ``--device``: the export traces a CPU copy of the model and the check runs onnxruntime's
+CPU provider against PyTorch on the CPU (``nanodet/deploy/onnx_export.py``), whatever the machine.
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
-from pathlib import Path
+from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nanodet.deploy.onnx_eval import build_dataset_at_size, onnx_session  # noqa: E402
-from nanodet.deploy.onnx_export import (DEFAULT_OPSET, dataset_images, export_onnx,  # noqa: E402
-                                        max_abs_difference)
-from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
+from nanodet.deploy.onnx_eval import build_dataset_at_size, onnx_session
+from nanodet.deploy.onnx_export import DEFAULT_OPSET, dataset_images, export_onnx, max_abs_difference
+from nanodet.model.arch import build_model
+from nanodet.util import CheckpointError, get_logger, load_model_weight
+from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser)
     parser.add_argument("--model", default=None,
@@ -65,5 +67,10 @@ def main(argv=None):
     return {"path": str(out), "max_abs_diff": max_diff}
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-export``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

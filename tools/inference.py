@@ -2,24 +2,28 @@
 
     python tools/inference.py cfg/VOC.yml --model workspace/VOC/model_best.ckpt \
         --path IMAGE_OR_DIR --save-dir out/ [--score 0.35] [--device cuda]
+    nanodet-inference cfg/VOC.yml ... # the same, from any directory, after pip install -e .
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
+import torch
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from nanodet.data.collate import collate_and_pad
+from nanodet.data.transform import Pipeline
+from nanodet.model.arch import build_model
+from nanodet.trainer.builders import inference_device
+from nanodet.util import CfgNode, CheckpointError, get_logger, load_model_weight
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, add_device_arg, config_from_args, parse_args,
+                              run_main)
 
-from nanodet.data.collate import collate_and_pad  # noqa: E402
-from nanodet.data.transform import Pipeline  # noqa: E402
-from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer.builders import inference_device  # noqa: E402
-from nanodet.util import CheckpointError, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
+Detection = tuple[int, float, list[float]]  # (label, score, [x0, y0, x1, y1]) in the image's pixels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -27,7 +31,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 class Predictor:
     """A detector plus the val pipeline: BGR image in, boxes in the image's own pixels out."""
 
-    def __init__(self, cfg, model_path, device="cpu"):
+    def __init__(self, cfg: CfgNode, model_path: str | Path, device: str | None = "cpu") -> None:
         self.cfg = cfg
         self.device = inference_device(device)
         self.model = build_model(cfg.model)
@@ -38,7 +42,7 @@ class Predictor:
         self.input_size = tuple(val.input_size)
 
     @torch.no_grad()
-    def __call__(self, img: np.ndarray, img_id: int = 0):
+    def __call__(self, img: np.ndarray, img_id: int = 0) -> list[Detection]:
         """Detections of one BGR image: list of (label, score, [x0, y0, x1, y1])."""
         height, width = img.shape[:2]
         meta = {
@@ -56,7 +60,8 @@ class Predictor:
                 for label, boxes in results.items() for box in boxes]
 
 
-def draw_detections(img, detections, class_names, score_threshold):
+def draw_detections(img: np.ndarray, detections: list[Detection], class_names: Sequence[str],
+                    score_threshold: float) -> np.ndarray:
     img = img.copy()
     for label, score, (x0, y0, x1, y1) in detections:
         if score < score_threshold:
@@ -72,7 +77,7 @@ def draw_detections(img, detections, class_names, score_threshold):
     return img
 
 
-def list_images(path: Path):
+def list_images(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if path.is_file():
@@ -80,14 +85,14 @@ def list_images(path: Path):
     raise SystemExit(f"error: --path {path} does not exist")
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser)
     parser.add_argument("--model", required=True, help="checkpoint (.ckpt) or weights (.pth)")
     parser.add_argument("--path", required=True, help="an image or a folder of images")
     parser.add_argument("--save-dir", required=True, help="folder for the annotated images")
     parser.add_argument("--score", type=float, default=0.35, help="draw boxes scoring at least this")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_device_arg(parser, default="cuda if available", one_device=True)
     add_config_override_arg(parser)
     args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
@@ -111,5 +116,10 @@ def main(argv=None):
     return save_dir
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-inference``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,6 +1,7 @@
 """Write the synthetic 20-class detection benchmark (VOC layout plus COCO JSON).
 
     python tools/make_synthetic.py --out data/synthetic_320 --train 5000 --test 2000 --seed 0
+    nanodet-make-synthetic --out DIR ...   # the same, from any directory, after pip install -e .
 
 ``--objects fashion_mnist`` composes a 10-class set from the real Fashion-MNIST crops instead
 (Debian's ``dataset-fashion-mnist`` package, or ``--fashion-mnist-path`` to a folder of its 4 IDX
@@ -12,18 +13,17 @@ The same arguments give byte-identical files. Configs that use ``SyntheticDatase
 same generator on first use, so running this by hand is only needed for a custom set.
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 import time
-from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nanodet.util.cli import run_main  # noqa: E402
-from nanodet.data.synthetic import OBJECT_CLASSES, SyntheticSpec, generate  # noqa: E402
+from nanodet.data.synthetic import OBJECT_CLASSES, SyntheticSpec, generate
+from nanodet.util.cli import run_main
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder (must not exist)")
     parser.add_argument("--train", type=int, default=5000, help="trainval images")
@@ -52,5 +52,10 @@ def main(argv=None):
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-make-synthetic``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,6 +1,7 @@
 """The GPU's ceiling for a NanoDet-Plus training step: the whole step in one CUDA graph.
 
     python tools/step_ceiling.py cfg/synthetic.yml --batch-size 64 256 --json ceiling.json
+    nanodet-step-ceiling cfg/synthetic.yml ...   # the same, from any directory, after pip install -e .
 
 For each batch size and each network (``full``: every parameter trains; ``ld_student``: the
 backbone frozen in eval mode under no_grad, only neck and head train, as Latent Distillation's
@@ -14,28 +15,38 @@ timed with CUDA events. Losses:
   naive fine-tuning without data loading.
 
 No data loading, no Lightning: those are in tools/benchmark.py, whose img/s over this ceiling is
-each method's share of it. Needs CUDA.
+each method's share of it. Needs CUDA (``--device cuda:N`` picks the GPU; of a list, the first).
+
+The step's settings are the config's, as training reads them, changed with ``--set``:
+``device.precision`` (auto: bf16 autocast; 32: fp32; fp16 is refused, the captured step has no
+loss scaler), ``device.channels_last``, ``device.compile`` (a torch.compile mode for the network
+inside the graph) and ``device.cudnn_benchmark`` (cuDNN's algorithm search for each new shape).
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 import time
-from pathlib import Path
+from typing import Any, Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from nanodet.model.arch import build_model
+from nanodet.trainer import compile as compiling
+from nanodet.trainer.builders import inference_device, on_this_device, resolve_precision
+from nanodet.trainer.captured_step import CapturedTrainingStep, capturable_optimizer_options, lr_as_tensors
+from nanodet.util import CfgNode
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, add_device_arg, config_from_args, parse_args,
+                              run_main)
+from nanodet.util.config import compile_mode
+from nanodet.util.io import atomic_write_json
 
-from nanodet.util.cli import add_config_arg, parse_args, run_main  # noqa: E402
-from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer import compile as compiling  # noqa: E402
-from nanodet.trainer.captured_step import (  # noqa: E402
-    CapturedTrainingStep, capturable_optimizer_options, lr_as_tensors)
-from nanodet.util.config import read_config  # noqa: E402
-from nanodet.util.io import atomic_write_json  # noqa: E402
+# The Lightning precision of device.precision -> the step's autocast name here.
+PRECISION_NAMES = {"bf16-mixed": "bf16", "32-true": "32"}
 
 
-def random_batch(batch_size, height, width, num_classes, boxes_per_image, device, channels_last, generator):
+def random_batch(batch_size: int, height: int, width: int, num_classes: int, boxes_per_image: int,
+                 device: torch.device, channels_last: bool, generator: torch.Generator) -> dict[str, torch.Tensor]:
     img = torch.randn(batch_size, 3, height, width, generator=generator).to(device)
     if channels_last:
         img = img.contiguous(memory_format=torch.channels_last)
@@ -49,7 +60,8 @@ def random_batch(batch_size, height, width, num_classes, boxes_per_image, device
             "gt_valid": torch.ones(batch_size, boxes_per_image, dtype=torch.bool, device=device)}
 
 
-def make_loss(model, network: str, loss: str):
+def make_loss(model: torch.nn.Module, network: str,
+              loss: str) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     frozen = network == "ld_student"
 
     def compute_loss(batch):
@@ -64,7 +76,9 @@ def make_loss(model, network: str, loss: str):
     return compute_loss
 
 
-def profile_steps(compute_loss, optimizer, params, clip_norm, canvas, batch, steps: int, top: int = 30) -> dict:
+def profile_steps(compute_loss: Callable, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+                  clip_norm: float | None, canvas: tuple[int, int], batch: dict[str, torch.Tensor], steps: int,
+                  top: int = 30) -> dict[str, Any]:
     """The same step run eagerly under torch.profiler: GPU time per step by operator and kernel
     (what a graph replay spends its time on; launch costs excluded)."""
     eager = CapturedTrainingStep(compute_loss, optimizer, params, clip_norm, canvas=canvas, use_graphs=False)
@@ -94,7 +108,8 @@ def profile_steps(compute_loss, optimizer, params, clip_norm, canvas, batch, ste
             "kernels": rows(kernels), "operators": rows(operators)}
 
 
-def measure(cfg, network, loss, batch_size, args, device):
+def measure(cfg: CfgNode, network: str, loss: str, batch_size: int, args: argparse.Namespace,
+            device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device).train()
     if args.channels_last:
@@ -141,36 +156,43 @@ def measure(cfg, network, loss, batch_size, args, device):
             "trainable_parameters": sum(p.numel() for p in params)}
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser, example="cfg/synthetic.yml")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256],
+                        help="the batch sizes to measure, one after the other (default 64 256)")
     parser.add_argument("--network", nargs="+", default=["full", "ld_student"], choices=("full", "ld_student"))
     parser.add_argument("--loss", nargs="+", default=["trivial", "detection"], choices=("trivial", "detection"))
-    parser.add_argument("--precision", choices=("bf16", "32"), default="bf16")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--compile", default=None, help="torch.compile mode for the network inside the graph")
     parser.add_argument("--boxes", type=int, default=8, help="ground-truth boxes per image (detection loss)")
     parser.add_argument("--replays", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
-                        help="cuDNN's algorithm search for each new shape (default: the config's "
-                             "device.cudnn_benchmark, as training uses it)")
     parser.add_argument("--benchmark-limit", type=int, default=None,
                         help="torch.backends.cudnn.benchmark_limit: algorithms cuDNN's search tries per shape")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="also profile this many eager steps: GPU time by operator and kernel")
     parser.add_argument("--json", default=None)
+    add_device_arg(parser, default="cuda", one_device=True)
+    add_config_override_arg(parser)
     args = parse_args(parser, argv)
+    cfg = config_from_args(args.config, args)
     if not torch.cuda.is_available():
         raise SystemExit("tools/step_ceiling.py measures CUDA graphs: it needs a CUDA device")
-    cfg = read_config(args.config)
-    if args.cudnn_benchmark is None:
-        args.cudnn_benchmark = cfg.device.cudnn_benchmark
+    device = inference_device(args.device or "cuda")
+    if device.type != "cuda":
+        raise SystemExit(f"error: --device {args.device}: tools/step_ceiling.py measures CUDA graphs on a GPU")
+    torch.cuda.set_device(device)  # CUDA events, synchronisation and the device's name: this GPU
+    precision = resolve_precision(cfg.device.precision, "gpu")
+    if precision not in PRECISION_NAMES:
+        raise SystemExit(f"error: device.precision {cfg.device.precision}: the captured step measures bf16 or 32 "
+                         "(fp16 would need a loss scaler)")
+    # The step's settings, read from the config as training reads them.
+    args.precision = PRECISION_NAMES[precision]
+    args.channels_last = on_this_device(cfg.device.channels_last, device)
+    args.compile = compile_mode(cfg.device.compile)
+    args.cudnn_benchmark = cfg.device.cudnn_benchmark
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.benchmark_limit is not None:
         torch.backends.cudnn.benchmark_limit = args.benchmark_limit
-    device = torch.device("cuda")
     results = []
     print("| network | loss | batch | precision | channels_last | compile | cudnn search | set-up s | step ms "
           "| img/s |")
@@ -184,7 +206,13 @@ def main(argv=None):
                       f"{result['step_ms']:.2f} | {result['img_per_s']:,.0f} |", flush=True)
                 if args.json:
                     atomic_write_json(args.json, {"device": torch.cuda.get_device_name(), "results": results})
+    return results
+
+
+def cli() -> None:
+    """The command ``nanodet-step-ceiling``: ``main`` with a user's mistake in one line."""
+    run_main(main)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    cli()

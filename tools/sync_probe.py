@@ -2,6 +2,7 @@
 
     python tools/sync_probe.py latentDistillation.py --task 15p1 --cfg cfg/synthetic.yml \\
         --set schedule.total_epochs=8 --probe-fits 2
+    nanodet-sync-probe latentDistillation.py ...   # the same, after pip install -e . (an editable install)
 
 Runs the entry point (naive.py, replay.py, lwf.py, SID.py, latentDistillation.py, with its own
 arguments) in this process with one more Lightning callback on every task's Trainer. For each fit
@@ -26,20 +27,21 @@ import traceback
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nanodet.continual import runner as runner_module
 
-from nanodet.continual import runner as runner_module  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository, whose entry points are run
 
 
 class StepProbe(pl.Callback):
     """Times every training step of a fit and, on CUDA, collects the stacks that synchronise."""
 
-    def __init__(self, sync_steps: tuple[int, int] = (300, 400), stack_depth: int = 9, on_summary=print):
+    def __init__(self, sync_steps: tuple[int, int] = (300, 400), stack_depth: int = 9,
+                 on_summary: Callable[[dict[str, Any]], Any] = print) -> None:
         self.sync_steps = sync_steps
         self.stack_depth = stack_depth
         self.on_summary = on_summary
@@ -48,20 +50,22 @@ class StepProbe(pl.Callback):
         self._recording = False
 
     # ------------------------------------------------------------------ timing
-    def on_train_start(self, trainer, pl_module):
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._starts, self._ends, self._epoch_first = [], [], []
         self.waits = Counter()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         self._starts.append(time.perf_counter())
         self._epoch_first.append(batch_idx == 0)
         step = len(self._starts) - 1
         self._record_waits(step == self.sync_steps[0] or (self._recording and step < self.sync_steps[1]))
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self._ends.append(time.perf_counter())
 
-    def on_train_end(self, trainer, pl_module):
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record_waits(False)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -72,7 +76,8 @@ class StepProbe(pl.Callback):
         self.on_summary(summary)
 
     @staticmethod
-    def summarise(starts, ends, epoch_first, skip: int = 10) -> dict:
+    def summarise(starts: Sequence[float], ends: Sequence[float], epoch_first: Sequence[bool],
+                  skip: int = 10) -> dict[str, Any]:
         """Step statistics in ms, leaving out the first ``skip`` steps (warm-up) when there are more."""
         first = max(1, skip) if len(ends) > skip + 1 else 1
         if len(ends) < 2:
@@ -101,7 +106,7 @@ class StepProbe(pl.Callback):
         self._recording = on
         torch.cuda.set_sync_debug_mode("warn" if on else "default")
 
-    def saw_warning(self, message) -> bool:
+    def saw_warning(self, message: Warning | str) -> bool:
         """Count the stack of a synchronisation warning; False for any other warning."""
         if "synchroniz" not in str(message).lower():
             return False
@@ -117,14 +122,14 @@ def _short(filename: str) -> str:
     return filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     waits = summary.pop("waits")
     print("PROBE", json.dumps(summary), flush=True)
     for wait in waits:
         print(f"SYNC x{wait['count']}:\n    " + "\n    ".join(wait["stack"]), flush=True)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("entry_point", help="naive.py, replay.py, lwf.py, SID.py or latentDistillation.py")
     parser.add_argument("--sync-from", type=int, default=300, help="first step of each fit whose waits are recorded")
@@ -165,5 +170,11 @@ def main(argv=None):
         print(f"stopped after {len(probe.summaries)} fit(s) (--probe-fits)", flush=True)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-sync-probe``: ``main`` as it is, so that the entry point's own arguments
+    (``--debug`` too) reach it untouched."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,30 +1,32 @@
 """Evaluate a trained detector on a config's val data.
 
     python tools/test.py cfg/VOC.yml --model workspace/VOC/model_best.ckpt [--device cuda] [--save-dir DIR]
+    nanodet-test cfg/VOC.yml ...      # the same, from any directory, after pip install -e .
 
 The model file may be a Lightning checkpoint (ours or upstream's) or a plain state dict.
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 from pathlib import Path
+from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nanodet.data.dataset import build_dataset
+from nanodet.evaluator import build_evaluator
+from nanodet.model.arch import build_model
+from nanodet.trainer.builders import inference_device
+from nanodet.trainer.evaluate import evaluate_model
+from nanodet.util import CheckpointError, atomic_write_json, get_logger, load_model_weight
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, add_device_arg, config_from_args, parse_args,
+                              run_main)
 
-from nanodet.data.dataset import build_dataset  # noqa: E402
-from nanodet.evaluator import build_evaluator  # noqa: E402
-from nanodet.model.arch import build_model  # noqa: E402
-from nanodet.trainer.builders import inference_device  # noqa: E402
-from nanodet.trainer.evaluate import evaluate_model  # noqa: E402
-from nanodet.util import CheckpointError, atomic_write_json, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
 
-
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser)
     parser.add_argument("--model", required=True, help="checkpoint (.ckpt) or weights (.pth)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_device_arg(parser, default="cuda if available", one_device=True)
     parser.add_argument("--save-dir", default=None, help="where to write detections and metrics")
     add_config_override_arg(parser)
     args = parse_args(parser, argv)
@@ -46,5 +48,10 @@ def main(argv=None):
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-test``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,40 +1,42 @@
 """Train a NanoDet detector on a config's data (plain or joint training).
 
     python tools/train.py cfg/VOC.yml [--seed 1234] [--device cpu|cuda|cuda:0,1] [--set KEY=VALUE ...]
+    nanodet-train cfg/VOC.yml ...     # the same, from any directory, after pip install -e .
 
 Writes into ``save_dir``: model_last.ckpt and model_best.ckpt (Lightning, upstream's key
 layout), model_best/nanodet_model_best.pth (plain weights), train.log, train_cfg.yml and
 TensorBoard scalars. Re-running with ``--resume`` continues from model_last.ckpt.
 """
 
+from __future__ import annotations
+
 import argparse
-import sys
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pytorch_lightning as pl
+import yaml
 
-import pytorch_lightning as pl  # noqa: E402
-import yaml  # noqa: E402
-
-from nanodet.data.dataset import build_dataset, check_images  # noqa: E402
-from nanodet.evaluator import build_evaluator  # noqa: E402
-from nanodet.trainer import TrainingTask, build_dataloader, build_trainer  # noqa: E402
-from nanodet.util import add_log_file, get_logger, load_model_weight  # noqa: E402
-from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main  # noqa: E402
-from nanodet.util.io import atomic_write_text  # noqa: E402
+from nanodet.data.dataset import build_dataset, check_images
+from nanodet.evaluator import build_evaluator
+from nanodet.trainer import TrainingTask, build_dataloader, build_trainer
+from nanodet.util import add_log_file, get_logger, load_model_weight
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, add_device_arg, config_from_args, parse_args,
+                              run_main)
+from nanodet.util.io import atomic_write_text
 
 
-def parse_arguments(argv=None):
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser)
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 or cuda:0,1 (default: the config's gpu_ids)")
+    add_device_arg(parser)
     parser.add_argument("--resume", action="store_true", help="continue from save_dir/model_last.ckpt")
     add_config_override_arg(parser)
     return parse_args(parser, argv)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_arguments(argv)
     cfg = config_from_args(args.config, args)
     save_dir = Path(cfg.save_dir)
@@ -71,5 +73,10 @@ def main(argv=None):
         logger.info("last evaluation: %s", {k: v for k, v in task.last_eval_results.items() if isinstance(v, float)})
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command ``nanodet-train``: ``main`` with a user's mistake in one line."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

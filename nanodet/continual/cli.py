@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 from ..util.cli import (USER_ERRORS, add_config_arg, add_config_override_arg, config_from_args, describe_error,
                         is_user_error, parse_args)
@@ -36,7 +37,8 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     return parser
 
 
-def main(method: str, argv=None, description: str = "", variants: dict | None = None):
+def main(method: str, argv: Sequence[str] | None = None, description: str = "",
+         variants: dict[str, tuple[str, str]] | None = None) -> dict:
     """Parse the shared flags and the method's settings' flags (declared with its settings,
     ``methods/settings.py``), then run the task sequence.
 

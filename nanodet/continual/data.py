@@ -10,31 +10,32 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from ..data.dataset import build_dataset, check_images
+from ..data.dataset import BaseDataset, build_dataset, check_images
+from ..util.config import CfgNode
 from .scenario import Scenario
 
 
 class TaskData:
-    def __init__(self, cfg, scenario: Scenario):
+    def __init__(self, cfg: CfgNode, scenario: Scenario) -> None:
         self.cfg = cfg
         self.scenario = scenario
 
     # Every image is checked (decoded once) when the split is first used, before anything trains:
     # a bad one fails the run at its start, not a task into it (or is left out, data.skip_bad_images).
     @cached_property
-    def full_train(self):
+    def full_train(self) -> BaseDataset:
         return self._checked(build_dataset(self.cfg.data.train, "train", class_names=self.cfg.class_names), "training")
 
     @cached_property
-    def full_val(self):
+    def full_val(self) -> BaseDataset:
         return self._checked(build_dataset(self.cfg.data.val, "val", class_names=self.cfg.class_names), "test")
 
     def _checked(self, dataset, split: str):
         workers = (self.cfg.get("device") or {}).get("workers_per_gpu", 4)
         return check_images(dataset, split, skip=bool(self.cfg.data.get("skip_bad_images")), workers=max(workers, 1))
 
-    def train_dataset(self, task: int):
+    def train_dataset(self, task: int) -> BaseDataset:
         return self.full_train.subset(self.scenario.new_classes(task))
 
-    def eval_dataset(self, task: int):
+    def eval_dataset(self, task: int) -> BaseDataset:
         return self.full_val.subset(self.scenario.seen_classes(task))

@@ -7,7 +7,7 @@ undefined (a class with no ground truth in the evaluated images); means skip suc
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 
 def mean_ap(per_class_ap: Mapping[str, float], class_names: Sequence[str]) -> float:
@@ -17,7 +17,8 @@ def mean_ap(per_class_ap: Mapping[str, float], class_names: Sequence[str]) -> fl
     return sum(values) / len(values) if values else math.nan
 
 
-def task_matrix(per_class_after_task: Sequence[Mapping[str, float]], task_names: Sequence[Sequence[str]]):
+def task_matrix(per_class_after_task: Sequence[Mapping[str, float]],
+                task_names: Sequence[Sequence[str]]) -> list[list[Optional[float]]]:
     """R[t][k]: mean AP of task k's classes after training task t (None for tasks not yet seen)."""
     return [
         [mean_ap(per_class, task_names[k]) if k <= t else None for k in range(len(task_names))]
@@ -25,7 +26,7 @@ def task_matrix(per_class_after_task: Sequence[Mapping[str, float]], task_names:
     ]
 
 
-def forgetting_after(matrix, t: int) -> dict[int, float]:
+def forgetting_after(matrix: Sequence[Sequence[Optional[float]]], t: int) -> dict[int, float]:
     """Forgetting of each earlier task group k < t after task t: max_{k <= t' < t} R[t'][k] - R[t][k]."""
     result = {}
     for k in range(t):
@@ -36,6 +37,6 @@ def forgetting_after(matrix, t: int) -> dict[int, float]:
     return result
 
 
-def mean_or_nan(values) -> float:
+def mean_or_nan(values: Iterable[Optional[float]]) -> float:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else math.nan

@@ -13,7 +13,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..util.io import atomic_write, atomic_write_json, atomic_write_text
 from .results import METRIC_NOTES, read_results
@@ -73,7 +73,7 @@ def _save_figure(fig, path: Path):
     atomic_write(path, write)
 
 
-def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None):
+def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None) -> None:
     """mAP@[.5:.95] of the seen classes after each task, one line per run (the paper's 15p1 figure)."""
     import matplotlib
 
@@ -96,7 +96,7 @@ def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None
     plt.close(fig)
 
 
-def plot_map_vs_memory(runs: Sequence[dict], path: Path):
+def plot_map_vs_memory(runs: Sequence[dict], path: Path) -> None:
     """Final mAP against parameters held in memory during training (the paper's 19p1 figure)."""
     import matplotlib
 
@@ -121,7 +121,8 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path):
 
 
 def run_label(results: dict) -> str:
-    """The method plus the settings that tell runs apart (pseudo-labels, a non-default config)."""
+    """The method plus the settings that tell runs apart (pseudo-labels, a replay buffer added to
+    a method that has none, a non-default config)."""
     if results.get("scenario") == "joint":
         label = "joint"
     else:
@@ -131,13 +132,15 @@ def run_label(results: dict) -> str:
             label += f"+pseudo-labels {method['pseudo_labels']}"
         if method.get("drop_background"):
             label += "+drop-background"
+        if method.get("buffer_size") is not None and "replay" not in method["method"]:
+            label += f"+replay buffer {method['buffer_size']}"
     backbone = (((results.get("cfg") or {}).get("model") or {}).get("arch") or {}).get("backbone") or {}
     if backbone.get("name") not in (None, "ShuffleNetV2"):
         label += f" ({backbone['name']})"
     return label
 
 
-def write_reports(run_dir: Path, results: dict):
+def write_reports(run_dir: Path, results: dict) -> None:
     atomic_write_json(run_dir / "results.json", results)
     atomic_write_text(run_dir / "results.md", results_markdown(results))
     plot_map_per_task([results], run_dir / "map_per_task.png")
@@ -159,14 +162,14 @@ COMPARE_COLUMNS = [
 ]
 
 
-def load_run(run_dir) -> dict:
+def load_run(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no results.json (is it a run directory of a finished task?)")
     return read_results(path)
 
 
-def compare_runs(run_dirs: Sequence, out_dir) -> dict:
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
     """One table (markdown and CSV) and the paper's two plots for several runs."""
     runs = [load_run(d) for d in run_dirs]
     out_dir = Path(out_dir)

@@ -30,7 +30,7 @@ import socket
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -52,13 +52,16 @@ from .scoring import TaskScorer, ground_truth_of, load_detections, save_detectio
 from .scenario import Scenario
 from .task import ContinualTask
 
+if TYPE_CHECKING:
+    from ..util.config import CfgNode
+
 
 def is_rank_zero() -> bool:
     """Rank 0 of a DDP run (Lightning's launcher sets the rank of the others' environment)."""
     return rank_zero_only.rank == 0
 
 
-def wait_for_rank_zero():
+def wait_for_rank_zero() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
@@ -71,7 +74,7 @@ LOCK_NAME = ".lock"
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path, enabled: bool = True):
+def run_dir_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     """An exclusive lock on a run directory while a run uses it, so that a second process on the
     same directory stops at once with who holds it (POSIX ``flock``, released with the process
     however it ends; no lock where the platform has none)."""
@@ -100,11 +103,11 @@ def run_dir_lock(run_dir: Path, enabled: bool = True):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def default_run_dir(cfg, scenario: Scenario, method: ContinualMethod) -> Path:
+def default_run_dir(cfg: CfgNode, scenario: Scenario, method: ContinualMethod) -> Path:
     return Path("runs") / config_name(cfg) / scenario.name / method.run_name()
 
 
-def check_continual_config(cfg):
+def check_continual_config(cfg: CfgNode) -> None:
     arch = cfg.model.arch
     if arch.get("aux_head"):
         raise RunError("continual runs use the paper's model without the auxiliary head: "
@@ -122,9 +125,10 @@ class PendingScores(NamedTuple):
 
 
 class ContinualRunner:
-    def __init__(self, cfg, scenario: Scenario, method: ContinualMethod, run_dir=None, seed: int = 1234,
-                 device: str | None = None, restart: bool = False, handover: str = "last",
-                 progress_bar: bool = True, callbacks=(), base_model=None, background_scoring: bool | None = None):
+    def __init__(self, cfg: CfgNode, scenario: Scenario, method: ContinualMethod, run_dir: str | Path | None = None,
+                 seed: int = 1234, device: str | None = None, restart: bool = False, handover: str = "last",
+                 progress_bar: bool = True, callbacks: Iterable[pl.Callback] = (), base_model: str | Path | None = None,
+                 background_scoring: bool | None = None):
         if handover not in ("last", "best"):
             raise ValueError(f"handover must be 'last' or 'best', got {handover!r}")
         check_continual_config(cfg)

@@ -64,7 +64,7 @@ class Scenario:
         return f"{self.name}: " + " | ".join(groups)
 
 
-def parse_scenario(spec, class_names: Sequence[str]) -> Scenario:
+def parse_scenario(spec: str | Path | Sequence[Sequence[str | int]], class_names: Sequence[str]) -> Scenario:
     """Turn ``--task`` (a name, ``XpY``, a YAML file or an inline YAML list) into a Scenario."""
     class_names = tuple(class_names)
     n = len(class_names)

@@ -15,17 +15,21 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
+from ..evaluator.coco_detection import EvalDataset
 from ..evaluator.detections import Detections
 from .results import TaskScores, task_scores
 
 
-def score_task(ground_truth, detections: Detections, seen: list[int], old: list[str], new: list[str]) -> TaskScores:
+def score_task(ground_truth: EvalDataset, detections: Detections, seen: list[int], old: list[str],
+               new: list[str]) -> TaskScores:
     """The evaluation entry of one task: COCO mAP@[.5:.95], AP50, AP75, by size and per class,
     VOC mAP@0.5, and their means over old and new classes, over the ``seen`` classes."""
     started = time.perf_counter()
@@ -34,19 +38,19 @@ def score_task(ground_truth, detections: Detections, seen: list[int], old: list[
     return task_scores(coco, voc, old, new, scoring_seconds=round(time.perf_counter() - started, 2))
 
 
-def ground_truth_of(dataset) -> SimpleNamespace:
+def ground_truth_of(dataset: EvalDataset) -> SimpleNamespace:
     """What the evaluators read of a dataset (class names and records), light to send to a process."""
     return SimpleNamespace(class_names=list(dataset.class_names), records=list(dataset.records))
 
 
-def save_detections(path, detections: Detections):
+def save_detections(path: Path, detections: Detections) -> None:
     """``detections`` as an .npz, written to a temporary name then renamed (never half a file)."""
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **detections._asdict())
     tmp.replace(path)
 
 
-def load_detections(path) -> Detections:
+def load_detections(path: str | Path) -> Detections:
     with np.load(path, allow_pickle=False) as data:
         return Detections(*(data[name] for name in Detections._fields))
 
@@ -63,13 +67,13 @@ class TaskScorer:
     future either way. The worker is started with ``spawn``: a fork would copy a process that holds
     CUDA, which CUDA does not support."""
 
-    def __init__(self, background: bool):
+    def __init__(self, background: bool) -> None:
         self._pool = None
         if background:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_yield_to_training)
 
-    def submit(self, *args) -> Future:
+    def submit(self, *args: Any) -> Future:
         if self._pool is not None:
             return self._pool.submit(score_task, *args)
         future = Future()
@@ -79,7 +83,7 @@ class TaskScorer:
             future.set_exception(err)
         return future
 
-    def close(self):
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

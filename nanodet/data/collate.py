@@ -6,14 +6,17 @@ nothing is stacked here: the trainer pads and stacks the images on the device
 other collate, for batches whose images share one size.
 """
 
+from __future__ import annotations
+
 from collections.abc import Mapping
+from typing import Any, Sequence
 
 import torch
 
 from .batch_process import stack_batch_img
 
 
-def naive_collate(batch):
+def naive_collate(batch: Sequence[Any]) -> Any:
     """Collate a list of samples field by field.
 
     Dicts are collated key by key; Python numbers become a 1-D tensor (ints int64, floats
@@ -32,7 +35,8 @@ def naive_collate(batch):
     return list(batch)
 
 
-def collate_and_pad(batch, divisible: int = 32, pad_value: float = 0.0):
+def collate_and_pad(batch: Sequence[Mapping[str, Any]], divisible: int = 32,
+                    pad_value: float = 0.0) -> dict[str, Any]:
     """``naive_collate``, then the images padded and stacked into one [B, C, H, W] tensor.
 
     Padding in the DataLoader workers spares the training step the work; the padding itself
@@ -43,7 +47,7 @@ def collate_and_pad(batch, divisible: int = 32, pad_value: float = 0.0):
     return collated
 
 
-def collate_function(batch):
+def collate_function(batch: Sequence[Any]) -> Any:
     """Upstream's ``collate_function``: ``naive_collate``, except that tensors (the images) are
     stacked into one [B, ...] tensor.
 

@@ -12,6 +12,8 @@ the fit was resumed or not, and whatever the number of DataLoader workers. Light
 
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 import numpy as np
 import torch
 
@@ -28,12 +30,13 @@ class SeededSampler(torch.utils.data.Sampler):
     """Each epoch's order (shuffled or not) as ``(index, sample seed)`` pairs; under DDP each
     rank takes every ``world_size``-th of the same order, the same count on each."""
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
-    def set_epoch(self, epoch: int):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self):
@@ -52,10 +55,10 @@ class SeededBatches(torch.utils.data.Sampler):
     sample, drawn from ``(seed, epoch)``. Like replay's sampler, each iteration starts the next
     epoch unless ``set_epoch`` says otherwise (Lightning sets no batch sampler's epoch)."""
 
-    def __init__(self, batch_sampler, seed: int):
+    def __init__(self, batch_sampler: Iterable[Sequence[int]], seed: int) -> None:
         self.batch_sampler, self.seed, self.epoch = batch_sampler, seed, 0
 
-    def set_epoch(self, epoch: int):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if callable(getattr(self.batch_sampler, "set_epoch", None)):
             self.batch_sampler.set_epoch(epoch)

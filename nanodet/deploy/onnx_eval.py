@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -22,21 +23,24 @@ import torch
 import torch.nn.functional as F
 
 from ..data.collate import naive_collate
-from ..data.dataset import build_dataset
+from ..data.dataset import BaseDataset, build_dataset
+from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
+from ..model.head import NanoDetPlusHead
 
 # Probabilities are clamped this far from 0 and 1 before the logit; post_process's sigmoid then
 # gives them back up to this error, far below its 0.05 score threshold.
 PROBABILITY_EPS = 1e-6
 
 
-def build_dataset_at_size(dataset_cfg, input_size, class_names, mode: str = "val"):
+def build_dataset_at_size(dataset_cfg: Mapping[str, Any], input_size: Sequence[int], class_names: Sequence[str],
+                          mode: str = "val") -> BaseDataset:
     """``build_dataset`` of a config node, resizing to ``input_size`` (w, h) instead of the
     node's own; ``mode`` "val" (the default) applies no augmentation, also to a train node."""
     return build_dataset({**dataset_cfg, "input_size": [int(s) for s in input_size]}, mode,
                          class_names=class_names)
 
 
-def fixed_size_collate(samples, input_size):
+def fixed_size_collate(samples: Sequence[Mapping[str, Any]], input_size: tuple[int, int]) -> dict[str, Any]:
     """``naive_collate``, with every image padded (bottom, right) to ``input_size`` (w, h)."""
     width, height = input_size
     batch = naive_collate(samples)
@@ -51,7 +55,8 @@ def fixed_size_collate(samples, input_size):
     return batch
 
 
-def fixed_size_batches(dataset, input_size, indices=None, num_workers: int = 0):
+def fixed_size_batches(dataset: torch.utils.data.Dataset, input_size: Sequence[int],
+                       indices: Iterable[int] | None = None, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """Single-image batches of ``dataset`` (all images, or ``indices``) at exactly ``input_size``."""
     if indices is not None:
         dataset = torch.utils.data.Subset(dataset, list(indices))
@@ -61,14 +66,14 @@ def fixed_size_batches(dataset, input_size, indices=None, num_workers: int = 0):
     )
 
 
-def spread_indices(total: int, count: int):
+def spread_indices(total: int, count: int) -> list[int]:
     """``count`` image indices spread evenly over ``0..total-1`` (all of them when fewer)."""
     if count >= total:
         return list(range(total))
     return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
+def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
     """An onnxruntime CPU session with ``threads`` threads (default: onnxruntime's choice)."""
     options = ort.SessionOptions()
     if threads:
@@ -80,7 +85,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_input_size(session) -> tuple[int, int]:
+def onnx_input_size(session: ort.InferenceSession) -> tuple[int, int]:
     """(width, height) of a fixed-size ``[1, 3, H, W]`` model input."""
     shape = session.get_inputs()[0].shape
     if len(shape) != 4 or not all(isinstance(s, int) for s in shape[2:]):
@@ -97,7 +102,8 @@ def raw_output_to_preds(output: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.cat([logits, distributions], dim=-1)
 
 
-def predict_onnx(session, head, dataset, num_workers: int = 0) -> dict:
+def predict_onnx(session: ort.InferenceSession, head: NanoDetPlusHead, dataset: torch.utils.data.Dataset,
+                 num_workers: int = 0) -> dict[int, dict[int, list[list[float]]]]:
     """Detections of the ONNX model on every image of ``dataset``, in upstream's results
     format (``{img_id: {label: [[x0, y0, x1, y1, score], ...]}}``), post-processed by ``head``
     (a ``NanoDetPlusHead`` of the same config; its weights are not used)."""
@@ -115,8 +121,10 @@ def predict_onnx(session, head, dataset, num_workers: int = 0) -> dict:
     return results
 
 
-def evaluate_onnx(onnx_path, head, dataset, evaluator, num_workers: int = 0, threads=None,
-                  save_dir=None, class_ids=None) -> dict:
+def evaluate_onnx(onnx_path: str | Path, head: NanoDetPlusHead, dataset: torch.utils.data.Dataset,
+                  evaluator: Union[CocoDetectionEvaluator, VOCDetectionEvaluator], num_workers: int = 0,
+                  threads: int | None = None, save_dir: str | Path | None = None,
+                  class_ids: Iterable[int] | None = None) -> dict[str, Any]:
     """The evaluator's metrics of the ONNX model at ``onnx_path`` on ``dataset`` (whose
     ``input_size`` must be the model's)."""
     session = onnx_session(onnx_path, threads)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -35,7 +36,7 @@ class ExportedDetector(nn.Module):
     ``input_size`` is (width, height). The model's parts are shared, not copied.
     """
 
-    def __init__(self, model: nn.Module, input_size, decode: bool = False):
+    def __init__(self, model: nn.Module, input_size: Sequence[int], decode: bool = False) -> None:
         super().__init__()
         self.model = model
         self.width, self.height = (int(s) for s in input_size)
@@ -44,10 +45,10 @@ class ExportedDetector(nn.Module):
         self.register_buffer("priors", priors, persistent=False)
 
     @property
-    def output_names(self):
+    def output_names(self) -> list[str]:
         return ["boxes", "scores"] if self.decode else ["output"]
 
-    def forward(self, img):
+    def forward(self, img: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         feats = self.model.backbone(img)
         if self.model.fpn is not None:
             feats = self.model.fpn(feats)
@@ -63,7 +64,7 @@ class ExportedDetector(nn.Module):
         return boxes, scores
 
 
-def export_onnx(model: nn.Module, out_path, input_size, decode: bool = False,
+def export_onnx(model: nn.Module, out_path: str | Path, input_size: Sequence[int], decode: bool = False,
                 opset: int = DEFAULT_OPSET) -> Path:
     """Write ``model``'s inference graph for one ``input_size`` (w, h) image to ``out_path``
     and check it with ``onnx.checker``. ``model`` itself is left untouched (a CPU copy in eval
@@ -85,7 +86,7 @@ def export_onnx(model: nn.Module, out_path, input_size, decode: bool = False,
 
 
 @torch.no_grad()
-def max_abs_difference(model: nn.Module, onnx_path, images, decode: bool = False,
+def max_abs_difference(model: nn.Module, onnx_path: str | Path, images: Sequence[torch.Tensor], decode: bool = False,
                        threads: int | None = None) -> float:
     """Largest absolute difference, over ``images`` ([1, 3, H, W] tensors at the model's input
     size) and every output, between the ONNX model and ``model`` run in PyTorch (on the CPU)."""
@@ -103,7 +104,7 @@ def max_abs_difference(model: nn.Module, onnx_path, images, decode: bool = False
     return worst
 
 
-def dataset_images(dataset, input_size, count: int):
+def dataset_images(dataset: torch.utils.data.Dataset, input_size: Sequence[int], count: int) -> list[torch.Tensor]:
     """The first ``count`` images of ``dataset`` as model inputs of exactly ``input_size``."""
     indices = range(min(count, len(dataset)))
     return [batch["img"] for batch in fixed_size_batches(dataset, input_size, indices)]

@@ -17,8 +17,11 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Iterable, Sequence
 
+import numpy as np
 import onnx
+import torch
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
@@ -31,25 +34,27 @@ class DatasetCalibrationReader(CalibrationDataReader):
     """An onnxruntime ``CalibrationDataReader`` over images of a dataset (``indices`` or all),
     padded to the model's ``input_size`` (w, h)."""
 
-    def __init__(self, dataset, input_name: str, input_size, indices=None):
+    def __init__(self, dataset: torch.utils.data.Dataset, input_name: str, input_size: Sequence[int],
+                 indices: Iterable[int] | None = None) -> None:
         self.dataset = dataset
         self.input_name = input_name
         self.input_size = tuple(input_size)
         self.indices = list(range(len(dataset))) if indices is None else list(indices)
         self.rewind()
 
-    def get_next(self):
+    def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {self.input_name: batch["img"].numpy()}
 
-    def rewind(self):
+    def rewind(self) -> None:
         self._batches = iter(fixed_size_batches(self.dataset, self.input_size, self.indices))
 
     def __len__(self):
         return len(self.indices)
 
 
-def calibration_reader(onnx_path, dataset, count: int) -> DatasetCalibrationReader:
+def calibration_reader(onnx_path: str | Path, dataset: torch.utils.data.Dataset,
+                       count: int) -> DatasetCalibrationReader:
     """A reader of ``count`` images of ``dataset`` spread over it, for the model at ``onnx_path``."""
     session = onnx_session(onnx_path, threads=1)
     return DatasetCalibrationReader(dataset, session.get_inputs()[0].name, onnx_input_size(session),
@@ -76,8 +81,9 @@ def output_tail(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return sorted(tail), sorted(last_convs)
 
 
-def quantize_onnx(fp32_path, int8_path, reader, keep_head_output_fp32: bool = False,
-                  nodes_to_exclude=(), calibrate_method: str = "MinMax") -> Path:
+def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: CalibrationDataReader,
+                  keep_head_output_fp32: bool = False, nodes_to_exclude: Iterable[str] = (),
+                  calibrate_method: str = "MinMax") -> Path:
     """Write the int8 (QDQ) version of the model at ``fp32_path`` to ``int8_path``, with the
     activation ranges observed on ``reader``'s images.
 
@@ -117,7 +123,7 @@ def calibration_chunk(count: int | None, preferred: int = 16) -> int:
     return next(chunk for chunk in range(preferred, 1, -1) if count < chunk or count % chunk)
 
 
-def initializer_bytes(onnx_path) -> dict:
+def initializer_bytes(onnx_path: str | Path) -> dict[str, int]:
     """Bytes of the model's stored tensors (initializers) by data type, e.g. ``{"INT8": ...,
     "FLOAT": ...}``: the weights a device must hold."""
     totals = Counter()

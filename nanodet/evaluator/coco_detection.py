@@ -12,6 +12,8 @@ This module also holds the small helpers shared with the VOC evaluator (result
 flattening, class-subset checks, file writing, the per-class table).
 """
 
+from __future__ import annotations
+
 import contextlib
 import io
 import json
@@ -19,6 +21,7 @@ import logging
 import math
 import os
 import tempfile
+from typing import Any, Iterable, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -26,9 +29,20 @@ from .detections import Detections
 
 logger = logging.getLogger(__name__)
 
+# Upstream NanoDet's detections: {img_id: {label: [[x0, y0, x1, y1, score], ...]}}.
+Results = Mapping[int, Mapping[int, Sequence[Sequence[float]]]]
 
 
-def coco_api(backend: str):
+class EvalDataset(Protocol):
+    """What the evaluators read of a dataset: its ``class_names`` and ``records`` (id, file_name,
+    height, width, boxes xyxy, labels, difficult; ``nanodet.data.dataset.ImageRecord``)."""
+
+    class_names: Sequence[str]
+    records: Sequence[Any]
+
+
+
+def coco_api(backend: str) -> tuple[type, type]:
     """(COCO, COCOeval) of a backend: ``pycocotools`` (the reference) or ``faster_coco_eval``
     (a maintained C++ implementation of the same evaluation, about 9 times faster on 2,000 images;
     tests/test_evaluator.py checks that both give the same numbers), or ``auto``: the faster one
@@ -56,7 +70,7 @@ COCO_METRIC_NAMES = ["mAP", "AP_50", "AP_75", "AP_small", "AP_m", "AP_l"]
 # ----------------------------------------------------------------------------------------
 # Helpers shared by both evaluators
 # ----------------------------------------------------------------------------------------
-def resolve_class_ids(class_ids, num_classes):
+def resolve_class_ids(class_ids: Iterable[int] | None, num_classes: int) -> list[int]:
     """Sorted unique global labels to evaluate; all classes when ``class_ids`` is None."""
     if class_ids is None:
         return list(range(num_classes))
@@ -70,7 +84,8 @@ def resolve_class_ids(class_ids, num_classes):
     return labels
 
 
-def flatten_results(results, img_ids, class_ids):
+def flatten_results(results: Union[Results, Detections], img_ids: Iterable[int], class_ids: Iterable[int]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Turn ``{img_id: {label: [[x0, y0, x1, y1, score], ...]}}`` into flat arrays.
 
     ``results`` may also be ``Detections`` (flat arrays, as the batched inference gives them).
@@ -131,7 +146,8 @@ def detections_file_name(rank: int = -1) -> str:
     return "detections.json" if rank < 0 else f"results{rank}.json"
 
 
-def save_eval_files(save_dir, detections, metrics, rank: int = -1):
+def save_eval_files(save_dir: str | os.PathLike, detections: list[dict[str, Any]], metrics: dict[str, Any],
+                    rank: int = -1) -> None:
     """Write the detections (``detections_file_name(rank)``) and ``metrics.json`` into ``save_dir``
     atomically."""
     os.makedirs(save_dir, exist_ok=True)
@@ -139,7 +155,7 @@ def save_eval_files(save_dir, detections, metrics, rank: int = -1):
     _atomic_write_json(_json_safe(metrics), os.path.join(save_dir, "metrics.json"))
 
 
-def format_class_table(columns):
+def format_class_table(columns: Mapping[str, Mapping[str, float]]) -> str:
     """Plain-text table: ``columns`` maps a header to {class name: AP in 0..1}."""
     headers = ["class"] + list(columns)
     names = list(next(iter(columns.values())))
@@ -168,7 +184,7 @@ class CocoDetectionEvaluator:
             or ``faster_coco_eval`` (see ``coco_api``).
     """
 
-    def __init__(self, dataset, save_key="mAP", backend="auto"):
+    def __init__(self, dataset: EvalDataset, save_key: str = "mAP", backend: str = "auto") -> None:
         self.class_names = list(dataset.class_names)
         self.save_key = save_key
         self._coco, self._cocoeval = coco_api(backend)
@@ -198,7 +214,8 @@ class CocoDetectionEvaluator:
             coco.createIndex()
         return coco
 
-    def results_to_coco_json(self, results, class_ids):
+    def results_to_coco_json(self, results: Union[Results, Detections],
+                             class_ids: Iterable[int]) -> list[dict[str, Any]]:
         """Upstream NanoDet results -> list of COCO detection dicts (bbox in xywh)."""
         img_ids, labels, boxes, scores = flatten_results(results, self.img_ids, class_ids)
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
@@ -214,7 +231,8 @@ class CocoDetectionEvaluator:
         return self._make_coco(dict(images=self.coco_gt.dataset["images"], annotations=anns,
                                     categories=self.coco_gt.dataset["categories"]))
 
-    def evaluate(self, results, save_dir=None, rank=-1, *, class_ids=None):
+    def evaluate(self, results: Union[Results, Detections], save_dir: str | os.PathLike | None = None, rank: int = -1,
+                 *, class_ids: Iterable[int] | None = None) -> dict[str, Any]:
         """Score ``results`` ({img_id: {label: [[x0, y0, x1, y1, score], ...]}}, or ``Detections``).
 
         Args:

@@ -9,7 +9,7 @@ inference builds ``Detections`` instead; both evaluators take either form, and
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Detections(NamedTuple):
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
 
     @classmethod
-    def concatenate(cls, parts) -> "Detections":
+    def concatenate(cls, parts: Iterable["Detections"]) -> "Detections":
         parts = list(parts)
         if not parts:
             return cls.empty()
@@ -37,7 +37,7 @@ class Detections(NamedTuple):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def to_results(self, image_ids, num_classes: int) -> dict:
+    def to_results(self, image_ids: Iterable[int], num_classes: int) -> dict[int, dict[int, list[list[float]]]]:
         """Upstream's format, with an entry for every image of ``image_ids`` and every class."""
         rows = np.concatenate([self.boxes, self.scores[:, None]], axis=1).astype(np.float32)
         order = np.lexsort((self.labels, self.image_ids))  # stable: scores stay in order

@@ -17,17 +17,22 @@ devkit's "+1" on widths (integer pixel indices) is deliberately not used, so IoU
 with the COCO evaluator on the same boxes.
 """
 
+from __future__ import annotations
+
 import logging
+import os
+from typing import Any, Iterable, Union
 
 import numpy as np
 
-from .coco_detection import (detections_file_name, flatten_results, format_class_table, resolve_class_ids,
-                             save_eval_files)
+from .coco_detection import (EvalDataset, Results, detections_file_name, flatten_results, format_class_table,
+                             resolve_class_ids, save_eval_files)
+from .detections import Detections
 
 logger = logging.getLogger(__name__)
 
 
-def box_iou(boxes_a, boxes_b):
+def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU matrix [len(a), len(b)] of xyxy boxes in continuous coordinates."""
     lt = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
     rb = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
@@ -45,7 +50,7 @@ def _group_indices(keys):
     return dict(zip(uniq.tolist(), np.split(order, starts[1:])))
 
 
-def average_precision(recall, precision, use_07_metric=False):
+def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = False) -> float:
     """AP from a PR curve given in detection order (recall non-decreasing)."""
     if use_07_metric:
         # Mean over recall 0, 0.1, ..., 1 of the best precision at that recall or above.
@@ -69,7 +74,8 @@ class VOCDetectionEvaluator:
         use_07_metric: VOC2007 11-point AP instead of the all-point area.
     """
 
-    def __init__(self, dataset, iou_thr=0.5, save_key="mAP", use_07_metric=False):
+    def __init__(self, dataset: EvalDataset, iou_thr: float = 0.5, save_key: str = "mAP",
+                 use_07_metric: bool = False) -> None:
         self.class_names = list(dataset.class_names)
         self.iou_thr = iou_thr
         self.save_key = save_key
@@ -85,7 +91,8 @@ class VOCDetectionEvaluator:
         self.gt_difficult = np.concatenate([np.asarray(r.difficult, bool).reshape(-1)
                                             for r in dataset.records] + [np.zeros(0, bool)])
 
-    def evaluate(self, results, save_dir=None, rank=-1, *, class_ids=None):
+    def evaluate(self, results: Union[Results, Detections], save_dir: str | os.PathLike | None = None, rank: int = -1,
+                 *, class_ids: Iterable[int] | None = None) -> dict[str, Any]:
         """Score ``results`` ({img_id: {label: [[x0, y0, x1, y1, score], ...]}}).
 
         Args:

@@ -14,6 +14,8 @@ neck), ``head`` and, when the model has an assign-guidance module, ``aux_fpn`` a
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 import torch.nn as nn
 
@@ -23,7 +25,7 @@ INFERENCE_PARTS = ("backbone", "fpn", "head")
 TRAINING_ONLY_PARTS = ("aux_fpn", "aux_head")
 
 
-def model_complexity(model: nn.Module, input_size) -> dict:
+def model_complexity(model: nn.Module, input_size: tuple[int, int] | list[int]) -> dict[str, dict[str, int]]:
     """Per part of a backbone -> fpn -> head detector: ``{part: {params, trainable_params,
     state_bytes, macs}}`` at ``input_size`` = (width, height), for one image.
 
@@ -55,7 +57,7 @@ def model_complexity(model: nn.Module, input_size) -> dict:
             for part, part_macs in macs.items()}
 
 
-def sum_parts(complexity: dict, parts=None) -> dict:
+def sum_parts(complexity: dict[str, dict[str, int]], parts: Iterable[str] | None = None) -> dict[str, int]:
     """Totals of the entries of ``model_complexity``'s result over ``parts`` (default: all)."""
     parts = list(complexity) if parts is None else [p for p in parts if p in complexity]
     keys = next(iter(complexity.values())).keys() if complexity else ()

@@ -8,6 +8,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -16,36 +17,29 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..data.collate import collate_and_pad
 from ..data.seeded_sampling import SeededBatches, SeededSampler
-from ..util.config import PRECISIONS
+from ..util.cli import parse_device
+from ..util.config import PRECISIONS, CfgNode
 from ..util.logger import get_logger
 
 
-def resolve_devices(gpu_ids, device: str | None = None):
+def resolve_devices(gpu_ids: int | Sequence[int] | None,
+                    device: str | None = None) -> tuple[str, int | list[int]]:
     """(accelerator, devices) from the config's ``device.gpu_ids`` or a ``--device`` string.
 
     ``--device`` accepts ``cpu``, ``cpu:N`` (N processes under DDP with the gloo backend, e.g.
-    to test multi-device runs without GPUs), ``cuda`` (all GPUs), ``cuda:0`` or ``cuda:0,1``. A request for
+    to test multi-device runs without GPUs), ``cuda`` (all GPUs), ``cuda:0`` or ``cuda:0,1``
+    (read by ``nanodet.util.cli.parse_device``, the one parser of every command). A request for
     GPUs on a machine without CUDA falls back to the CPU with a warning, so a config written for
     a GPU server still runs on a laptop.
     """
-    if device is not None:
-        device = device.strip().lower()
-        if device == "cpu":
-            gpu_ids = -1
-        elif device.startswith("cpu:"):
-            count = device.split(":", 1)[1]
-            if not count.isdigit() or int(count) < 1:
-                raise ValueError(f"--device {device!r}: expected cpu:N with N >= 1 processes")
-            return "cpu", int(count)
-        elif device in ("cuda", "gpu"):
+    request = parse_device(device)
+    if request is not None:
+        if request.kind == "cpu":
+            return "cpu", request.processes
+        if request.gpu_ids is None:
             gpu_ids = list(range(max(torch.cuda.device_count(), 1)))
-        elif device.startswith(("cuda:", "gpu:")):
-            try:
-                gpu_ids = [int(i) for i in device.split(":", 1)[1].split(",")]
-            except ValueError:
-                raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1") from None
         else:
-            raise ValueError(f"--device {device!r}: expected cpu, cpu:N, cuda, cuda:0 or cuda:0,1")
+            gpu_ids = list(request.gpu_ids)
     if gpu_ids is None or gpu_ids == -1 or gpu_ids == [] or gpu_ids == [-1]:
         return "cpu", 1
     if isinstance(gpu_ids, int):
@@ -61,14 +55,14 @@ def resolve_devices(gpu_ids, device: str | None = None):
 
 
 def inference_device(name: str | None = None) -> torch.device:
-    """The one device an evaluation or inference command runs on: ``--device`` read as the
-    training commands read it (``cuda:0,1`` takes the first; a GPU asked for on a machine without
-    one: a warning and the CPU), or CUDA when there is one."""
+    """The one device a command that runs on one device (evaluation, inference, a benchmark)
+    uses: ``--device`` read as the training commands read it (``cuda:0,1`` takes the first; a GPU
+    asked for on a machine without one: a warning and the CPU), or CUDA when there is one."""
     accelerator, devices = resolve_devices(None, name or ("cuda" if torch.cuda.is_available() else "cpu"))
     return torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
 
 
-def resolve_precision(precision, accelerator: str) -> str:
+def resolve_precision(precision: int | str, accelerator: str) -> str:
     """Lightning's precision for ``device.precision`` on ``accelerator`` ("gpu" or "cpu"). ``auto``,
     the default: bf16 autocast on a GPU that has it, fp32 on a CPU (today's path there)."""
     if precision == "auto":
@@ -83,7 +77,7 @@ def resolve_precision(precision, accelerator: str) -> str:
     return resolved
 
 
-def on_this_device(setting, device) -> bool:
+def on_this_device(setting: bool | str | None, device: torch.device | str) -> bool:
     """Whether a fast-path switch (``device.gpu_augment``, ``channels_last``, ``cuda_graph``) is on
     for ``device``: ``true`` on a CUDA device only, so a CPU keeps the reference path;
     ``always`` on a CPU too (to check there that both paths train alike)."""
@@ -97,8 +91,9 @@ def distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, num_workers: int | None = None,
-                     batch_sampler=None, seed: int = 0):
+def build_dataloader(dataset: torch.utils.data.Dataset, cfg: CfgNode, train: bool, batch_size: int | None = None,
+                     num_workers: int | None = None, batch_sampler: Iterable[Sequence[int]] | None = None,
+                     seed: int = 0) -> torch.utils.data.DataLoader:
     """A loader with the config's batch size and workers; ``batch_sampler`` replaces both
     the batch size and the shuffling (replay draws its own batches). A training loader's epochs,
     order and augmentation alike, follow from (seed, epoch) alone (nanodet/data/seeded_sampling.py),
@@ -125,8 +120,9 @@ def build_dataloader(dataset, cfg, train: bool, batch_size: int | None = None, n
     )
 
 
-def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | None = None, seed: int = 0,
-                       batch_sampler=None):
+def build_train_loader(dataset: torch.utils.data.Dataset, cfg: CfgNode, device: torch.device,
+                       batch_size: int | None = None, seed: int = 0,
+                       batch_sampler: Iterable[Sequence[int]] | None = None) -> Iterable[dict[str, Any]]:
     """The training batches: augmented on the GPU when ``device.gpu_augment`` is on and the
     device is a GPU (images decoded once, kept as uint8 on the GPU, warped and coloured there in
     batch), otherwise the CPU pipeline in DataLoader workers. ``gpu_augment: always`` takes the
@@ -148,9 +144,14 @@ def build_train_loader(dataset, cfg, device: torch.device, batch_size: int | Non
 
 class RunDirCheckpoint(ModelCheckpoint):
     """A checkpoint in the run's own directory, beside its log and config (upstream's layout):
-    Lightning's warning that the directory is not empty would then greet every run."""
+    Lightning's warning that the directory is not empty would then greet every run.
 
-    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath):  # Lightning's private check, by its name
+    That layout is the choice which provokes the warning, and it is kept on purpose: train.log and
+    train_cfg.yml are written before the fit, model_last.ckpt is overwritten in place and read back
+    by ``--resume``. So these callbacks alone skip the check (a user's own ModelCheckpoint still
+    warns); no Trainer or callback argument turns it off."""
+
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath: str | Path) -> None:  # Lightning's private check
         pass
 
 
@@ -164,7 +165,7 @@ class LastEpochCheckpoint(RunDirCheckpoint):
     tenth of the training time; an interruption now loses at most ``min_interval`` seconds.
     """
 
-    def __init__(self, dirpath, min_interval: float = 0.0):
+    def __init__(self, dirpath: str | Path, min_interval: float = 0.0) -> None:
         if min_interval < 0:
             raise ValueError(f"schedule.checkpoint_interval must be >= 0 seconds, got {min_interval}")
         super().__init__(dirpath=dirpath, filename="model_last", save_top_k=1, enable_version_counter=False,
@@ -172,11 +173,11 @@ class LastEpochCheckpoint(RunDirCheckpoint):
         self.min_interval = min_interval
         self._written_at = time.monotonic()
 
-    def on_train_start(self, trainer, pl_module):
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._written_at = time.monotonic()
 
-    def on_train_epoch_end(self, trainer, pl_module):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last_epoch = (trainer.current_epoch + 1 >= trainer.max_epochs or trainer.should_stop
                       or 0 <= trainer.max_steps <= trainer.global_step)
         due = last_epoch or time.monotonic() - self._written_at >= self.min_interval
@@ -191,7 +192,7 @@ class LossProgressBar(TQDMProgressBar):
     (nanodet/trainer/readout.py), which never waits for the GPU; a loss logged for the bar would
     be turned into a number after every batch, waiting for the GPU each time."""
 
-    def get_metrics(self, trainer, pl_module):
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | float | str]:
         metrics = super().get_metrics(trainer, pl_module)
         readout = getattr(pl_module, "readout", None)
         reading = readout.newest() if readout is not None else None
@@ -214,17 +215,18 @@ class FreezeLongLivedObjects(pl.Callback):
     walk: the first collection then paid for everything at once (docs/benchmark.md).
     """
 
-    def __init__(self, after_steps: int = 3):
+    def __init__(self, after_steps: int = 3) -> None:
         self.after_steps = after_steps
         self.froze = False
         self.frozen_objects = 0  # how many objects the freeze took out of the collector's sight
         self.collect_seconds = 0.0  # the one collection before it
         self._steps = 0
 
-    def on_train_start(self, trainer, pl_module):
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._steps = 0
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self._steps += 1  # counted per fit, so a resumed fit freezes after its own first steps
         if self._steps == self.after_steps:
             started = time.perf_counter()
@@ -233,10 +235,10 @@ class FreezeLongLivedObjects(pl.Callback):
             gc.freeze()
             self.froze, self.frozen_objects = True, gc.get_freeze_count()
 
-    def on_train_end(self, trainer, pl_module):
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._unfreeze()
 
-    def on_exception(self, trainer, pl_module, exception):
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._unfreeze()
 
     def _unfreeze(self):
@@ -246,25 +248,36 @@ class FreezeLongLivedObjects(pl.Callback):
 
 
 class _DropLightningTip(logging.Filter):
-    """Lightning's advertisement for its cloud logger, printed at every Trainer's start."""
+    """Lightning's advertisement for its cloud logger (litlogger), printed at every Trainer's start."""
 
-    def filter(self, record):
-        return not record.getMessage().startswith("💡 Tip")
+    TIP = "💡 Tip: For seamless cloud logging"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.TIP)
 
 
 def quiet_lightning() -> None:
-    """Silence what Lightning prints because of this toolkit's own choices and not for a user:
-    its cloud-logger tip, and a deprecation inside Lightning's pytree helper under torch 2.10+."""
+    """Silence what Lightning prints because of this toolkit's own choices and not for a user, where
+    no argument of ours avoids it (each the one message, nothing else):
+
+    * the litlogger tip: Lightning logs it whenever no LitLogger is among the loggers, even with
+      ``logger=False``. (Its litmodels tip is avoided at its cause: every Trainer here gets our own
+      ModelCheckpoint, so Lightning never adds its default one, which is what prints that tip.)
+    * torch 2.10+'s deprecation of ``LeafSpec``, raised inside Lightning's own pytree helper
+      (``pytorch_lightning.utilities._pytree``, which CombinedLoader calls on every fit's loaders):
+      only the warnings raised from that module are ignored, not those of other code.
+    """
     rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTip) for f in rank_zero_logger.filters):
         rank_zero_logger.addFilter(_DropLightningTip())
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"pytorch_lightning\.utilities\._pytree")
 
 
-def build_trainer(cfg, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
-                  callbacks=(), enable_progress_bar: bool = True, val_every_n_epochs: int | None = None,
-                  logger: bool = True, save_best: bool = True, max_steps: int = -1,
-                  freeze_gc: bool = True) -> pl.Trainer:
+def build_trainer(cfg: CfgNode, save_dir: str | Path, max_epochs: int | None = None, device: str | None = None,
+                  callbacks: Iterable[pl.Callback] = (), enable_progress_bar: bool = True,
+                  val_every_n_epochs: int | None = None, logger: bool = True, save_best: bool = True,
+                  max_steps: int = -1, freeze_gc: bool = True) -> pl.Trainer:
     """A Lightning Trainer set up from the config: devices, precision, clipping, checkpoints, logs.
 
     ``save_best`` keeps model_best.ckpt by the validation metric; runs that never validate turn

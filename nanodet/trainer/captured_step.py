@@ -30,7 +30,7 @@ how the tests check it against Lightning's automatic optimization.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -47,7 +47,7 @@ def _round_up(value: int, multiple: int) -> int:
 class StaticBatch:
     """Fixed tensors a graph reads its batch from: ``img [B, 3, H, W]`` and the padded GT."""
 
-    def __init__(self, batch: dict, canvas: tuple[int, int], gt_rows: int, ignore_rows: int):
+    def __init__(self, batch: dict, canvas: tuple[int, int], gt_rows: int, ignore_rows: int) -> None:
         img = batch["img"]
         height, width = canvas
         channels_last = img.is_contiguous(memory_format=torch.channels_last) and not img.is_contiguous()
@@ -108,8 +108,9 @@ class CapturedTrainingStep:
         use_graphs: capture (CUDA only); False runs every step eagerly, the same way.
     """
 
-    def __init__(self, compute_loss: Callable, optimizer: torch.optim.Optimizer, parameters,
-                 clip_norm: float | None, canvas: tuple[int, int], use_graphs: bool = True):
+    def __init__(self, compute_loss: Callable, optimizer: torch.optim.Optimizer,
+                 parameters: Iterable[torch.nn.Parameter], clip_norm: float | None, canvas: tuple[int, int],
+                 use_graphs: bool = True) -> None:
         self.compute_loss = compute_loss
         self.optimizer = optimizer
         self.parameters = [p for p in parameters if p.requires_grad]
@@ -121,7 +122,7 @@ class CapturedTrainingStep:
         self._eager_steps: dict[tuple, int] = {}
         self.captures = 0  # graphs captured (one per batch shape)
 
-    def __call__(self, batch: dict):
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = with_padded_gt(batch)
         key = batch_key(batch, self.canvas)
         if key not in self._static:
@@ -175,7 +176,7 @@ class CapturedTrainingStep:
         return outputs
 
 
-def capturable_optimizer_options(optimizer_cls) -> dict:
+def capturable_optimizer_options(optimizer_cls: type[torch.optim.Optimizer]) -> dict[str, Any]:
     """Options that make a torch optimizer safe to capture, where it has them, with its fused
     kernel where it has one: the capturable multi-tensor path computes its bias corrections one
     parameter at a time, about 1,300 small kernels per NanoDet-Plus step (profiled on an H200,
@@ -188,7 +189,7 @@ def capturable_optimizer_options(optimizer_cls) -> dict:
     return {"capturable": True, **({"fused": True} if "fused" in parameters else {})}
 
 
-def lr_as_tensors(optimizer: torch.optim.Optimizer, device) -> None:
+def lr_as_tensors(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
     """Learning rates as device tensors, so a captured step reads the current one at each replay
     (a float would be baked into the graph)."""
     for group in optimizer.param_groups:
@@ -196,7 +197,7 @@ def lr_as_tensors(optimizer: torch.optim.Optimizer, device) -> None:
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, values) -> None:
+def set_learning_rates(optimizer: torch.optim.Optimizer, values: Iterable[float]) -> None:
     """Write ``values`` into the groups' learning rates (in place for tensors: graphs read them)."""
     for group, value in zip(optimizer.param_groups, values):
         if isinstance(group["lr"], torch.Tensor):

@@ -19,6 +19,9 @@ tasks, not for a few hundred steps.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import Iterable
+
 import torch
 
 from ..util.config import COMPILE_MODES as MODES, compile_mode  # noqa: F401 (the config's values)
@@ -32,7 +35,7 @@ def graph_free_mode(mode: str) -> str:
     return {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
 
 
-def compile_detector(model: torch.nn.Module, mode: str, backend="inductor") -> list[torch.nn.Module]:
+def compile_detector(model: torch.nn.Module, mode: str, backend: str = "inductor") -> list[torch.nn.Module]:
     """Compile ``model``'s backbone, neck and head in place (those it has); returns them, for
     ``restore``. ``backend`` other than inductor is for tests (torch.compile's modes are
     inductor's)."""
@@ -43,13 +46,13 @@ def compile_detector(model: torch.nn.Module, mode: str, backend="inductor") -> l
     return parts
 
 
-def restore(parts) -> None:
+def restore(parts: Iterable[torch.nn.Module]) -> None:
     """Plain modules again: ``__call__`` runs the module's own forward."""
     for part in parts:
         part.__dict__.pop("_compiled_call_impl", None)
 
 
-def eager():
+def eager() -> AbstractContextManager:
     """A context in which compiled modules run their plain forward, without recompiling."""
     return torch.compiler.set_stance("force_eager")
 

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Union
 
 import numpy as np
 import torch
 
+from ..data.dataset import BaseDataset
+from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..evaluator.detections import Detections
 from ..util.box_transform import warp_boxes
+from ..util.config import CfgNode
 from .builders import on_this_device, resolve_precision
 
 PAD_DIVISIBLE = 32  # as collate_and_pad pads evaluation batches
@@ -38,7 +43,7 @@ class EvalImages:
     detections back). Any subset of the dataset (same records) is served by ``rows``.
     """
 
-    def __init__(self, dataset, device="cpu", workers: int = 8):
+    def __init__(self, dataset: BaseDataset, device: torch.device | str = "cpu", workers: int = 8) -> None:
         self.dataset = dataset
         records = dataset.records
         with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL
@@ -62,7 +67,7 @@ class EvalImages:
         meta = self.dataset.pipeline.shape_transform(meta, dst_shape=self.dataset.input_size)
         return meta["img"], meta["warp_matrix"]
 
-    def rows(self, dataset) -> np.ndarray:
+    def rows(self, dataset: BaseDataset) -> np.ndarray:
         """The rows of ``dataset``'s images (this dataset or a subset of it)."""
         try:
             return np.array([self._row_of[int(r.id)] for r in dataset.records], dtype=np.int64)
@@ -87,7 +92,7 @@ class EvalImages:
         return torch.where(inside[:, None], img, 0.0)
 
 
-def inference_context(device: torch.device, precision=None):
+def inference_context(device: torch.device, precision: int | str | None = None) -> contextlib.AbstractContextManager:
     """Autocast in the training precision (``device.precision``) on a GPU; fp32 otherwise."""
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(precision, "gpu"))
     if device.type != "cuda" or dtype is None:
@@ -96,7 +101,7 @@ def inference_context(device: torch.device, precision=None):
 
 
 @torch.no_grad()
-def predict_detections(model: torch.nn.Module, dataset, cfg, device: torch.device | str = "cpu",
+def predict_detections(model: torch.nn.Module, dataset: BaseDataset, cfg: CfgNode, device: torch.device | str = "cpu",
                        batch_size: int | None = None, images: EvalImages | None = None) -> Detections:
     """Detections of ``model`` on every image of ``dataset`` (``images``: its decoded images, or
     those of a dataset it is a subset of; decoded here when not given)."""
@@ -137,14 +142,18 @@ def predict_detections(model: torch.nn.Module, dataset, cfg, device: torch.devic
     return Detections.concatenate(parts)
 
 
-def predict_dataset(model: torch.nn.Module, dataset, cfg, device: torch.device | str = "cpu",
-                    batch_size: int | None = None, num_workers: int | None = None) -> dict:
+def predict_dataset(model: torch.nn.Module, dataset: BaseDataset, cfg: CfgNode, device: torch.device | str = "cpu",
+                    batch_size: int | None = None,
+                    num_workers: int | None = None) -> dict[int, dict[int, list[list[float]]]]:
     """Detections of ``model`` on every image of ``dataset`` in upstream's results format."""
     detections = predict_detections(model, dataset, cfg, device, batch_size)
     return detections.to_results([r.id for r in dataset.records], model.head.num_classes)
 
 
-def evaluate_model(model, dataset, evaluator, cfg, device="cpu", class_ids=None, save_dir=None,
-                   batch_size=None, num_workers=None) -> dict:
+def evaluate_model(model: torch.nn.Module, dataset: BaseDataset,
+                   evaluator: Union[CocoDetectionEvaluator, VOCDetectionEvaluator], cfg: CfgNode,
+                   device: torch.device | str = "cpu", class_ids: Iterable[int] | None = None,
+                   save_dir: str | Path | None = None, batch_size: int | None = None,
+                   num_workers: int | None = None) -> dict[str, Any]:
     detections = predict_detections(model, dataset, cfg, device, batch_size)
     return evaluator.evaluate(detections, save_dir=save_dir, class_ids=class_ids)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -35,7 +35,7 @@ class TrainingReadout:
     without fail (the steps a logger writes), returned by ``landed`` in step order.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.latest: Reading | None = None  # the newest landed watched values
         self._requested: deque = deque()  # (reading, host buffer, event) in step order
         self._watched = None  # the one watch copy in flight
@@ -46,7 +46,7 @@ class TrainingReadout:
             self._watched = self._copy(step, scalars, {})
             self._land_watched()
 
-    def request(self, step: int, scalars: Mapping[str, torch.Tensor], **context) -> None:
+    def request(self, step: int, scalars: Mapping[str, torch.Tensor], **context: Any) -> None:
         self._requested.append(self._copy(step, scalars, context))
 
     def landed(self, wait: bool = False) -> list[Reading]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -25,7 +26,7 @@ PHASES = ("data", "forward", "assign_loss", "captured_step", "logging", "backwar
 
 
 class StepTimer(pl.Callback):
-    def __init__(self, skip_steps: int = 5):
+    def __init__(self, skip_steps: int = 5) -> None:
         self.skip_steps = skip_steps
         self.cuda = False
         self._marks: list = []  # per measured step: [(phase, mark), ...] from the previous step's end
@@ -56,7 +57,7 @@ class StepTimer(pl.Callback):
             return event
         return time.perf_counter()
 
-    def mark(self, phase: str):
+    def mark(self, phase: str) -> None:
         """End of ``phase`` of the current step (no-op outside measured steps)."""
         if self._step_marks is not None:
             self._step_marks.append((phase, self._now()))
@@ -72,23 +73,24 @@ class StepTimer(pl.Callback):
             self._gc_full += info["generation"] == 2
 
     # ------------------------------------------------------------------ Lightning hooks
-    def on_fit_start(self, trainer, pl_module):
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.cuda = pl_module.device.type == "cuda"
         pl_module.step_timer = self
         gc.callbacks.append(self._on_gc)
 
-    def on_fit_end(self, trainer, pl_module):
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.step_timer = None
         self._remove_gc_callback()
 
-    def on_exception(self, trainer, pl_module, exception):
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._remove_gc_callback()
 
     def _remove_gc_callback(self):
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         if trainer.global_step < self.skip_steps or self._last_end is None:
             return
         if not self._marks and self._step_marks is None and self.cuda:
@@ -97,13 +99,14 @@ class StepTimer(pl.Callback):
         self._position = (trainer.global_step, batch_idx)
         self._images_seen_before = pl_module.images_seen
 
-    def on_before_backward(self, trainer, pl_module, loss):
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self.mark("logging")
 
-    def on_after_backward(self, trainer, pl_module):
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.mark("backward")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         end, host_end = self._now(), time.perf_counter()
         if self._step_marks is not None:
             self._step_marks.append(("optimizer", end))
@@ -118,7 +121,7 @@ class StepTimer(pl.Callback):
         self._last_end, self._host_last_end = end, host_end
         self._gc_ms_at_last_end, self._gc_full_at_last_end = self._gc_ms, self._gc_full
 
-    def on_train_end(self, trainer, pl_module):
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.cuda:
             torch.cuda.synchronize()
             self.peak_memory_bytes = torch.cuda.max_memory_allocated()

@@ -12,14 +12,17 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Union
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..model.arch import build_model
 from ..model.weight_averager import build_weight_averager
 from ..util.check_point import save_model_state
+from ..util.config import CfgNode
 from . import compile as compiling
 from .builders import build_train_loader, on_this_device
 from .captured_step import CapturedTrainingStep, capturable_optimizer_options, lr_as_tensors, set_learning_rates
@@ -28,7 +31,7 @@ from ..util.io import atomic_write_json
 from ..util.logger import get_logger
 
 
-def set_epoch(loader, epoch: int) -> None:
+def set_epoch(loader: Iterable, epoch: int) -> None:
     """``set_epoch`` on whatever part of ``loader`` draws by epoch: a GPU batch loader, a
     DataLoader's sampler or batch sampler."""
     for part in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
@@ -36,7 +39,7 @@ def set_epoch(loader, epoch: int) -> None:
             part.set_epoch(epoch)
 
 
-def warmup_factor(step: int, warmup_cfg, warmup_steps: int) -> float:
+def warmup_factor(step: int, warmup_cfg: CfgNode, warmup_steps: int) -> float:
     """Multiplier of the scheduled learning rate at optimizer step ``step`` (upstream's formulas)."""
     if warmup_steps <= 0 or step >= warmup_steps:
         return 1.0
@@ -51,13 +54,15 @@ def warmup_factor(step: int, warmup_cfg, warmup_steps: int) -> float:
     raise ValueError(f"schedule.warmup.name: unsupported warm-up '{warmup_cfg.name}'")
 
 
-def build_optimizer(optimizer_cfg, params):
+def build_optimizer(optimizer_cfg: Mapping[str, Any],
+                    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]) -> torch.optim.Optimizer:
     optimizer_cfg = copy.deepcopy(dict(optimizer_cfg))
     name = optimizer_cfg.pop("name")
     return getattr(torch.optim, name)(params, **optimizer_cfg)
 
 
-def build_lr_scheduler(schedule_cfg, optimizer):
+def build_lr_scheduler(schedule_cfg: Mapping[str, Any],
+                       optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     schedule_cfg = copy.deepcopy(dict(schedule_cfg))
     name = schedule_cfg.pop("name")
     return getattr(torch.optim.lr_scheduler, name)(optimizer, **schedule_cfg)
@@ -73,7 +78,8 @@ class TrainingTask(pl.LightningModule):
         model: an already-built detector, to continue from (default: build from ``cfg.model``).
     """
 
-    def __init__(self, cfg, evaluator=None, model: torch.nn.Module | None = None):
+    def __init__(self, cfg: CfgNode, evaluator: Union[CocoDetectionEvaluator, VOCDetectionEvaluator] | None = None,
+                 model: torch.nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.model = model if model is not None else build_model(cfg.model)
@@ -125,11 +131,11 @@ class TrainingTask(pl.LightningModule):
         return not self._captures_step()
 
     @automatic_optimization.setter
-    def automatic_optimization(self, value: bool):
+    def automatic_optimization(self, value: bool) -> None:
         raise AttributeError("TrainingTask decides its optimization mode from device.cuda_graph")
 
     # ----------------------------------------------------------------- forward
-    def forward(self, img):
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.model(img)
 
     @property
@@ -138,21 +144,22 @@ class TrainingTask(pl.LightningModule):
         return self.avg_model if self.avg_model is not None else self.model
 
     @torch.no_grad()
-    def predict(self, batch, batch_idx=None, dataloader_idx=None):
+    def predict(self, batch: Mapping[str, Any], batch_idx: int | None = None,
+                dataloader_idx: int | None = None) -> dict[int, dict[int, list[list[float]]]]:
         model = self.eval_model
         with compiling.eager():  # evaluation never recompiles a training-compiled model
             preds = model(batch["img"])
         return model.head.post_process(preds, batch)
 
     # ---------------------------------------------------------------- training
-    def train_dataloader(self):
+    def train_dataloader(self) -> Iterable[dict[str, Any]]:
         if self.train_dataset is None:
             raise ValueError("TrainingTask: give trainer.fit a train dataloader or set task.train_dataset")
         # The run's seed (the entry point seeds torch); each epoch adds its index (set_loader_epoch).
         loader = build_train_loader(self.train_dataset, self.cfg, self.device, seed=torch.initial_seed() % 2**31)
         return self.at_current_epoch(loader)
 
-    def at_current_epoch(self, loader):
+    def at_current_epoch(self, loader: Iterable) -> Iterable:
         """``loader`` set to the epoch this fit starts at (a resumed fit's): a DataLoader with
         workers starts drawing its first epoch when Lightning first iterates it, which on resume
         comes before Lightning sets the sampler's epoch. The epoch is the one Lightning gives
@@ -161,7 +168,7 @@ class TrainingTask(pl.LightningModule):
         set_epoch(loader, self.trainer.fit_loop.epoch_progress.current.processed)
         return loader
 
-    def on_fit_start(self):
+    def on_fit_start(self) -> None:
         if on_this_device(self.cfg.device.get("channels_last"), self.device):
             self.to(memory_format=torch.channels_last)
         if self.compile_mode:
@@ -172,7 +179,7 @@ class TrainingTask(pl.LightningModule):
             # On resume the checkpoint's average is the one to continue, not the raw weights.
             self.weight_averager.load_from(self.avg_model if self._resumed else self.model)
 
-    def on_train_start(self):
+    def on_train_start(self) -> None:
         # A warm-up longer than the whole run is never what a user meant. Asked here, not at fit
         # start: the count builds the training loader, which must see a resumed fit's epoch.
         total = self.trainer.estimated_stepping_batches
@@ -187,32 +194,32 @@ class TrainingTask(pl.LightningModule):
             # The schedule's rates as the optimizer holds them (a resumed fit: its checkpoint's).
             self._scheduled_lr = [float(group["lr"]) for group in optimizer.param_groups]
 
-    def on_train_end(self):
+    def on_train_end(self) -> None:
         self._write_readings(wait=True)  # the steps still on their way to the logger
 
-    def on_fit_end(self):
+    def on_fit_end(self) -> None:
         # The model leaves every fit as plain modules (the next task's teacher is copied from it).
         compiling.restore(self._compiled_parts)
         self._compiled_parts = []
         self.captured_step = None
 
-    def on_train_epoch_start(self):
+    def on_train_epoch_start(self) -> None:
         self.set_loader_epoch()
         self.model.set_epoch(self.current_epoch)
 
-    def set_loader_epoch(self):
+    def set_loader_epoch(self) -> None:
         """Tell the training loader which epoch starts (Lightning tells only a DataLoader's
         sampler, not a GPU batch loader nor a batch sampler), so a resumed fit draws the batches
         the interrupted one would have drawn."""
         set_epoch(self.trainer.train_dataloader, self.current_epoch)
 
-    def mark_phase(self, phase: str):
+    def mark_phase(self, phase: str) -> None:
         """End of a phase of the training step, for a StepTimer when one is attached (not inside
         a captured step, whose phases run as one graph)."""
         if self.step_timer is not None and self.captured_step is None:
             self.step_timer.mark(phase)
 
-    def compute_loss(self, batch):
+    def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and its named parts for one batch; continual-learning methods extend this."""
         if getattr(self.model, "aux_head", None) is not None:  # the AGM's forward and loss are one
             _, loss, loss_states = self.model.forward_train(batch)
@@ -223,7 +230,7 @@ class TrainingTask(pl.LightningModule):
         self.mark_phase("assign_loss")
         return loss, loss_states
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         step = self.global_step  # a captured step advances the counter itself
         if self.captured_step is not None:
             loss, loss_states = self._captured_training_step(batch)
@@ -272,7 +279,7 @@ class TrainingTask(pl.LightningModule):
             self.step_timer.mark("captured_step")
         return loss, loss_states
 
-    def on_train_epoch_end(self):
+    def on_train_epoch_end(self) -> None:
         if self.automatic_optimization:
             return
         # Manual optimization steps the schedule itself, once per epoch as the config says.
@@ -302,7 +309,8 @@ class TrainingTask(pl.LightningModule):
         # training_step runs inside the optimizer's closure, where the warm-up is already applied.
         return self.trainer.optimizers[0].param_groups[0]["lr"]
 
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer,
+                       optimizer_closure: Callable[[], Any] | None = None) -> None:
         # The warm-up scales the scheduler's learning rate for this step only, so the
         # scheduler's own (possibly recursive) state is never disturbed.
         factor = warmup_factor(self.global_step, self.cfg.schedule.warmup, self._warmup_steps)
@@ -316,7 +324,7 @@ class TrainingTask(pl.LightningModule):
         for group, lr in zip(optimizer.param_groups, scheduled):
             group["lr"] = lr
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.weight_averager is not None:
             self.weight_averager.update(self.model, self.global_step)
             if batch_idx + 1 == self.trainer.num_training_batches:
@@ -324,16 +332,17 @@ class TrainingTask(pl.LightningModule):
                 # ``avg_model.`` in the saved file is the current average.
                 self.weight_averager.apply_to(self.avg_model)
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
         # The Trainer gets no gradient_clip_val (manual optimization refuses one: a captured step
         # clips inside its graph), so the config's is applied here, as Lightning would.
         if self.cfg.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
 
-    def trainable_parameters(self):
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict[str, Any]:
         optimizer_cfg = self.cfg.schedule.optimizer
         graphs = self._captures_step() and self.device.type == "cuda"
         if graphs:
@@ -346,15 +355,15 @@ class TrainingTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -------------------------------------------------------------- validation
-    def on_validation_epoch_start(self):
+    def on_validation_epoch_start(self) -> None:
         self._detections = {}
         if self.weight_averager is not None:
             self.weight_averager.apply_to(self.avg_model)
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._detections.update(self.predict(batch))
 
-    def on_validation_epoch_end(self):
+    def on_validation_epoch_end(self) -> None:
         results = self._evaluate_collected()
         if results is None:
             return
@@ -391,24 +400,24 @@ class TrainingTask(pl.LightningModule):
         return results
 
     # -------------------------------------------------------------------- test
-    def on_test_epoch_start(self):
+    def on_test_epoch_start(self) -> None:
         self.on_validation_epoch_start()
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._detections.update(self.predict(batch))
 
-    def on_test_epoch_end(self):
+    def on_test_epoch_end(self) -> None:
         results = self._evaluate_collected()
         if results is not None and self.trainer.is_global_zero:
             atomic_write_json(Path(self.cfg.save_dir) / "eval_results.json", results)
 
     # -------------------------------------------------------------- checkpoint
-    def on_save_checkpoint(self, checkpoint):
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cfg"] = self.cfg.to_dict() if hasattr(self.cfg, "to_dict") else dict(self.cfg)
         checkpoint["best_metric"] = self.best_metric
         checkpoint["images_seen"] = self.images_seen
 
-    def on_load_checkpoint(self, checkpoint):
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_metric = checkpoint.get("best_metric", -math.inf)
         self.images_seen = checkpoint.get("images_seen", 0)
         self._resumed = True

@@ -5,11 +5,16 @@ detection head (mapping detections back to the original image) need them, and th
 must not import the data layer.
 """
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import numpy as np
 import torch
 
 
-def distance2bbox(points, distance, max_shape=None):
+def distance2bbox(points: torch.Tensor, distance: torch.Tensor,
+                  max_shape: Sequence[int] | None = None) -> torch.Tensor:
     """Boxes ``[..., 4]`` (x1, y1, x2, y2) from points ``[..., 2]`` and their distances
     ``[..., 4]`` to the left, top, right and bottom edges.
 
@@ -28,7 +33,8 @@ def distance2bbox(points, distance, max_shape=None):
     return torch.stack([x1, y1, x2, y2], -1)
 
 
-def bbox2distance(points, bbox, max_dis=None, eps=0.1):
+def bbox2distance(points: torch.Tensor, bbox: torch.Tensor, max_dis: float | None = None,
+                  eps: float = 0.1) -> torch.Tensor:
     """Distances ``[..., 4]`` (left, top, right, bottom) from points ``[..., 2]`` to the edges
     of boxes ``[..., 4]``; the inverse of :func:`distance2bbox`.
 
@@ -47,7 +53,8 @@ def bbox2distance(points, bbox, max_dis=None, eps=0.1):
     return torch.stack([left, top, right, bottom], -1)
 
 
-def warp_boxes(boxes, M, width, height):
+def warp_boxes(boxes: np.ndarray | Sequence[Sequence[float]], M: np.ndarray, width: float | np.ndarray,
+               height: float | np.ndarray) -> np.ndarray:
     """Apply the 3x3 perspective matrix ``M`` to ``[N, 4]`` xyxy boxes (numpy).
 
     Each box's four corners are transformed, the axis-aligned box around them is kept, and

@@ -17,7 +17,7 @@ import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable, refused or does not fit the model."""
 
 
-def safe_load(path: str | Path, what: str = "checkpoint"):
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
     """``torch.load`` that never runs code from the file (see the module docstring)."""
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
@@ -96,7 +96,8 @@ def extract_model_state_dict(checkpoint: Mapping, source: str = "checkpoint") ->
     return tensors
 
 
-def load_model_weight(model: torch.nn.Module, checkpoint, strict: bool = True, source: str | None = None):
+def load_model_weight(model: torch.nn.Module, checkpoint: str | Path | Mapping[str, Any], strict: bool = True,
+                      source: str | None = None) -> torch.nn.Module:
     """Load ``checkpoint`` (a path or an already-read dict) into ``model``.
 
     With ``strict`` every key must match in name and shape; the error lists what differs, so a
@@ -133,7 +134,7 @@ def load_model_weight(model: torch.nn.Module, checkpoint, strict: bool = True, s
     return model
 
 
-def save_model_state(path: str | Path, model: torch.nn.Module):
+def save_model_state(path: str | Path, model: torch.nn.Module) -> None:
     """Upstream's plain weights file: ``{"state_dict": model.state_dict()}``."""
     from .io import atomic_torch_save
 

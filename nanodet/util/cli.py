@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 from .check_point import CheckpointError
 from .config import CfgNode, ConfigError, read_config
@@ -24,7 +27,7 @@ def is_disk_full(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILURES)
 
 
-def is_user_error(err: BaseException, errors=()) -> bool:
+def is_user_error(err: BaseException, errors: Iterable[type[BaseException]] = ()) -> bool:
     """Whether ``err`` is the user's to fix (bad input, a full disk): one line, not a traceback."""
     return isinstance(err, (*USER_ERRORS, *errors)) or is_disk_full(err)
 
@@ -41,7 +44,8 @@ def describe_error(err: BaseException) -> str:
     return str(err)
 
 
-def run_main(main, argv=None, errors=()):
+def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
+             errors: Iterable[type[BaseException]] = ()) -> Any:
     """Run a command's ``main(argv)``: a user's mistake (``USER_ERRORS``, ``errors``, a full disk)
     ends in one ``error: ...`` line and a non-zero exit; ``--debug`` anywhere keeps the traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -54,7 +58,7 @@ def run_main(main, argv=None, errors=()):
         raise SystemExit(f"error: {describe_error(err)}") from None
 
 
-def add_config_arg(parser: argparse.ArgumentParser, default: str | None = None, example: str = "cfg/VOC.yml"):
+def add_config_arg(parser: argparse.ArgumentParser, default: str | None = None, example: str = "cfg/VOC.yml") -> None:
     """The config file as the first positional argument, or as ``--cfg`` (the original scripts'
     flag); read back by ``parse_args``."""
     parser.add_argument("config", nargs="?", default=None, help=f"config file, e.g. {example}"
@@ -63,9 +67,13 @@ def add_config_arg(parser: argparse.ArgumentParser, default: str | None = None, 
     parser.set_defaults(config_default=default)
 
 
-def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """``parser.parse_args`` with the config of ``add_config_arg`` in ``args.config``."""
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` with the config of ``add_config_arg`` in ``args.config`` and the
+    ``--device`` of ``add_device_arg`` checked (``parse_device``: a ValueError naming it)."""
     args = parser.parse_args(argv)
+    if getattr(args, "device_arg", False):
+        parse_device(args.device)
+        del args.device_arg
     if hasattr(args, "config_flag"):
         if args.config and args.config_flag and args.config != args.config_flag:
             parser.error(f"two config files: {args.config} and --cfg {args.config_flag}")
@@ -76,7 +84,7 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     return args
 
 
-def add_config_override_arg(parser: argparse.ArgumentParser):
+def add_config_override_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set schedule.total_epochs=5 "
@@ -84,6 +92,55 @@ def add_config_override_arg(parser: argparse.ArgumentParser):
     )
 
 
-def config_from_args(path, args) -> CfgNode:
+def config_from_args(path: str | Path, args: argparse.Namespace) -> CfgNode:
     """The config at ``path`` with the ``--set`` overrides of ``args`` applied and checked."""
     return read_config(path, getattr(args, "overrides", []))
+
+
+# ``--device``: one syntax for every command (the continual entry points, tools/train.py and the
+# tools that run a model on one device), parsed here and nowhere else; what is available (a GPU,
+# how many) is the trainer's to resolve (``nanodet.trainer.builders.resolve_devices``).
+DEVICE_FORMS = "cpu, cpu:N, cuda, cuda:0 or cuda:0,1"
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """A ``--device`` value, read: ``kind`` "cpu" or "cuda"; ``gpu_ids`` the CUDA indices asked for
+    (None: every visible GPU); ``processes`` the CPU processes of ``cpu:N`` (DDP with gloo)."""
+
+    kind: str
+    gpu_ids: tuple[int, ...] | None = None
+    processes: int = 1
+
+
+def parse_device(text: str | None) -> DeviceRequest | None:
+    """``--device`` read: ``cpu``, ``cpu:N`` (N processes), ``cuda`` (every GPU; ``gpu`` too),
+    ``cuda:0`` or ``cuda:0,1``. None for None; anything else is a ValueError naming the flag and
+    the value, which a command reports in one line (``run_main``)."""
+    if text is None:
+        return None
+    device = text.strip().lower()
+    if device == "cpu":
+        return DeviceRequest("cpu")
+    if device.startswith("cpu:"):
+        count = device.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--device {device!r}: expected cpu:N with N >= 1 processes")
+        return DeviceRequest("cpu", processes=int(count))
+    if device in ("cuda", "gpu"):
+        return DeviceRequest("cuda")
+    if device.startswith(("cuda:", "gpu:")):
+        ids = device.split(":", 1)[1].split(",")
+        if not all(i.strip().isdigit() for i in ids):
+            raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1")
+        return DeviceRequest("cuda", tuple(int(i) for i in ids))
+    raise ValueError(f"--device {device!r}: expected {DEVICE_FORMS}")
+
+
+def add_device_arg(parser: argparse.ArgumentParser, default: str = "the config's device.gpu_ids",
+                   one_device: bool = False) -> None:
+    """``--device`` with the syntax of ``parse_device``, checked by ``parse_args``. A command
+    that runs on ``one_device`` takes the first of a list (``cuda:0,1``: cuda:0)."""
+    forms = "cpu, cuda or cuda:N (of a list such as cuda:0,1, the first)" if one_device else DEVICE_FORMS
+    parser.add_argument("--device", default=None, help=f"{forms} (default: {default})")
+    parser.set_defaults(device_arg=True)

@@ -38,7 +38,7 @@ class CfgNode(dict):
 
     _frozen = False  # a class default, so that nodes being built or unpickled start mutable
 
-    def __init__(self, data: Mapping | None = None):
+    def __init__(self, data: Mapping | None = None) -> None:
         super().__init__()
         for key, value in (data or {}).items():
             self[key] = value
@@ -79,7 +79,7 @@ class CfgNode(dict):
         # Never frozen: code that copies a config does so to change the copy.
         return CfgNode(copy.deepcopy(dict(self), memo))
 
-    def update(self, other=(), **kwargs):  # keep nested dicts as nodes
+    def update(self, other: Mapping | Iterable[tuple[Any, Any]] = (), **kwargs: Any) -> None:  # nested dicts: nodes
         self._check_mutable()
         for key, value in dict(other, **kwargs).items():
             self[key] = value
@@ -88,19 +88,19 @@ class CfgNode(dict):
         self.update(other)
         return self
 
-    def clear(self):
+    def clear(self) -> None:
         self._check_mutable()
         super().clear()
 
-    def pop(self, *args):
+    def pop(self, *args: Any) -> Any:
         self._check_mutable()
         return super().pop(*args)
 
-    def popitem(self):
+    def popitem(self) -> tuple[Any, Any]:
         self._check_mutable()
         return super().popitem()
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
             self[key] = default
         return self[key]
@@ -283,7 +283,7 @@ WARMUP_NAMES = ("constant", "linear", "exp")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def compile_mode(value) -> str | None:
+def compile_mode(value: bool | str | None) -> str | None:
     """The torch.compile mode of the config value ``device.compile`` (None: do not compile)."""
     if value is None or value is False:
         return None
@@ -380,7 +380,7 @@ def _lookup(cfg: Mapping, dotted: str):
     return node
 
 
-def validate_config(cfg: Mapping, source: str = "config"):
+def validate_config(cfg: Mapping, source: str = "config") -> None:
     """Raise ConfigError naming the first unknown key or invalid value in ``cfg``."""
     _check_plain(cfg, DEFAULTS, "", source)
     warmup = cfg.get("schedule", {}).get("warmup", {})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 import torch.nn as nn
@@ -31,14 +31,14 @@ def count_parameters(module: nn.Module) -> dict:
     }
 
 
-def count_macs(fn, *args, **kwargs):
+def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, Any]:
     """``(MACs, output)`` of calling ``fn(*args, **kwargs)`` once, without gradients."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         output = fn(*args, **kwargs)
     return counter.get_total_flops() // 2, output
 
 
-def count_macs_by_module(module: nn.Module, *args, **kwargs):
+def count_macs_by_module(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[dict[str, int], Any]:
     """``({submodule path: MACs}, output)`` of calling ``module(*args, **kwargs)`` once, without
     gradients; ``""`` is ``module`` itself (its total), ``"backbone.stage2"`` a submodule's share.
     Same counter as ``count_macs``; a submodule that does no counted work is absent."""
@@ -69,7 +69,7 @@ def params_to_string(params: int) -> str:
 
 def get_model_complexity_info(model: nn.Module, input_shape: Sequence[int], print_per_layer_stat: bool = True,
                               as_strings: bool = True, input_constructor: Callable | None = None,
-                              flush: bool = False, ost: TextIO = sys.stdout):
+                              flush: bool = False, ost: TextIO = sys.stdout) -> tuple[str, str] | tuple[int, int]:
     """``(flops, params)`` of one forward pass of ``model`` on a zero batch of one ``input_shape``
     (C, H, W) input, as upstream returns them: MACs and trainable parameters, numbers or strings.
 

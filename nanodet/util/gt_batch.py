@@ -56,7 +56,7 @@ class PaddedGT(NamedTuple):
         return self._replace(bboxes=bboxes, labels=all_labels, valid=valid)
 
 
-def from_batch(batch: dict, device, with_ignore: bool = False) -> Optional[PaddedGT]:
+def from_batch(batch: dict, device: torch.device | str, with_ignore: bool = False) -> Optional[PaddedGT]:
     """The padded ground truth a batch already carries (on ``device``), or None."""
     if not all(key in batch for key in PADDED_GT_KEYS):
         return None
@@ -111,7 +111,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def pad_gt_batch(gt_meta: dict, device, with_ignore: bool = False) -> PaddedGT:
+def pad_gt_batch(gt_meta: dict, device: torch.device | str, with_ignore: bool = False) -> PaddedGT:
     """The batch's ground truth as ``PaddedGT`` on ``device``.
 
     A batch already carrying ``PADDED_GT_KEYS`` is used as it is. Host arrays (numpy or CPU
@@ -138,7 +138,8 @@ def pad_gt_batch(gt_meta: dict, device, with_ignore: bool = False) -> PaddedGT:
     return unpack_rows(to_device(packed, device), box_rows.shape[1], ignores is not None)
 
 
-def pad_on_device(boxes: Sequence, labels: Sequence, ignores: Optional[Sequence], device) -> PaddedGT:
+def pad_on_device(boxes: Sequence, labels: Sequence, ignores: Optional[Sequence],
+                  device: torch.device | str) -> PaddedGT:
     """``pad_gt_batch`` for per-image tensors already on the device (no host copy at all)."""
     def pad(items, row_shape, dtype, min_rows):
         tensors = [torch.as_tensor(t).to(device=device, dtype=dtype).reshape((-1,) + row_shape) for t in items]
@@ -159,7 +160,8 @@ def pad_on_device(boxes: Sequence, labels: Sequence, ignores: Optional[Sequence]
     return padded
 
 
-def gt_lists_to_device(items: Sequence, row_shape: tuple, dtype: torch.dtype, device) -> list[torch.Tensor]:
+def gt_lists_to_device(items: Sequence, row_shape: tuple, dtype: torch.dtype,
+                       device: torch.device | str) -> list[torch.Tensor]:
     """Per-image arrays (numpy or tensors) -> per-image device tensors, with one copy for the whole
     batch instead of one per image (the per-image assigner's input)."""
     device = torch.device(device)

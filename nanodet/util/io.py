@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]):
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,17 +24,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]):
         raise
 
 
-def atomic_write_text(path: str | Path, text: str):
+def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def atomic_write_json(path: str | Path, data: Any, indent: int = 2):
+def atomic_write_json(path: str | Path, data: Any, indent: int = 2) -> None:
     """Strict JSON: undefined numbers (nan, inf) are written as null."""
     text = json.dumps(json_safe(data), indent=indent, default=_jsonable, allow_nan=False)
     atomic_write_text(path, text + "\n")
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """``value`` with nan and inf floats replaced by None and numpy/torch scalars by numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -47,7 +47,7 @@ def json_safe(value):
     return value
 
 
-def atomic_torch_save(path: str | Path, obj: Any):
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
     import torch
 
     atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -38,7 +38,7 @@ def add_log_file(path: str | Path) -> logging.Handler | None:
     return handler
 
 
-def remove_log_file(handler: logging.Handler | None):
+def remove_log_file(handler: logging.Handler | None) -> None:
     if handler is not None:
         get_logger().removeHandler(handler)
         handler.close()

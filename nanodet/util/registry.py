@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 
-def build_from_cfg(cfg, registry: Mapping, kind: str, *args, **extra):
+def build_from_cfg(cfg: Mapping[str, Any], registry: Mapping[str, Any], kind: str, *args: Any, **extra: Any) -> Any:
     """``registry[cfg.name](*args, **other keys of cfg, **extra)``; ``cfg`` is left unchanged.
 
     ``kind`` names the config key in errors (``model.arch.backbone``, ``evaluator``...).

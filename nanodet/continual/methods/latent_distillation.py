@@ -7,13 +7,20 @@ of its own. (The original code ran the backbone twice, once per network, so the 
 never happened.) When the backbone freezes: see ``FrozenBackbone``.
 """
 
-import dataclasses
-from typing import Optional
+from __future__ import annotations
 
-from .base import student_forward
+import dataclasses
+from typing import TYPE_CHECKING, Optional
+
 from .frozen_backbone import FrozenBackbone
 from .settings import freeze_backbone_from_setting
 from .sid import SID, SIDSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from .base import TaskContext
+    from .parts import Part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,16 +28,18 @@ class LatentDistillationSettings(SIDSettings):
     freeze_backbone_from: Optional[int] = freeze_backbone_from_setting()
 
 
-class LatentDistillation(FrozenBackbone, SID):
-    name = "ld"
-    shares_backbone = True
-    Settings = LatentDistillationSettings
+class LatentDistillation(SID):
+    """SID's parts after a frozen backbone, which the teacher shares."""
 
-    def on_task_start(self, context, model):
+    name = "ld"
+    Settings = LatentDistillationSettings
+    teacher_shares_backbone = True
+
+    def build_parts(self) -> list[Part]:
+        return [FrozenBackbone(self.settings.freeze_backbone_from), *super().build_parts()]
+
+    def on_task_start(self, context: TaskContext, model: torch.nn.Module) -> None:
         super().on_task_start(context, model)
         if self.teacher is not None and not self.backbone_frozen:
             raise ValueError("Latent Distillation shares a frozen backbone between teacher and student: "
                              f"freeze_backbone_from ({self.settings.freeze_backbone_from}) must be 0 or 1")
-
-    def forward_student(self, context, model, batch):
-        return student_forward(model, batch["img"], frozen_backbone=self.backbone_frozen), batch

@@ -5,15 +5,15 @@ In the Latent Distillation paper's figures, never released as code. With the bac
 of its un-augmented input (fp16, or int8 with a scale per map) and its own task's boxes in that
 input's pixels. Every batch is half current-task images, run through the frozen backbone, and
 half stored feature maps; both halves go through the student's neck and head together. Buffer
-selection is Replay's (random or class-balanced); ``buffer_bytes`` counts the stored maps, scales
-and boxes.
+selection is the image buffer's (random or class-balanced, ``buffer.py``); ``buffer_bytes`` counts
+the stored maps, scales and boxes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -23,16 +23,22 @@ from ...data.collate import collate_and_pad
 from ...trainer.builders import build_train_loader
 from ...util.check_point import safe_load
 from ...util.io import atomic_torch_save
-from .base import student_forward, with_ground_truth
+from .base import ContinualMethod, with_ground_truth
+from .buffer import BufferItem, ImageReplay
 from .frozen_backbone import FrozenBackbone
-from .replay import BufferItem, Replay, ReplaySettings
+from .replay import ReplaySettings
 from .settings import freeze_backbone_from_setting, setting
 from .teacher import StudentOutputs
+
+if TYPE_CHECKING:
+    from ...util.config import CfgNode
+    from .base import TaskContext
+    from .parts import Part
 
 LATENT_DTYPES = ("fp16", "int8")
 
 
-def quantize(feature: torch.Tensor, dtype: str):
+def quantize(feature: torch.Tensor, dtype: str) -> tuple[torch.Tensor, float]:
     """One image's feature map -> (stored tensor, scale)."""
     if dtype == "fp16":
         return feature.half(), 1.0
@@ -52,25 +58,43 @@ class LatentReplaySettings(ReplaySettings):
     freeze_backbone_from: Optional[int] = freeze_backbone_from_setting()
 
 
-class LatentReplay(FrozenBackbone, Replay):
+class LatentReplay(ContinualMethod):
+    """A frozen backbone and a buffer of its feature maps (the ``buffer_size`` setting's part)."""
+
     name = "latent_replay"
     Settings = LatentReplaySettings
 
-    def __init__(self, **settings):
-        super().__init__(**settings)
+    def build_parts(self) -> list[Part]:
+        return [FrozenBackbone(self.settings.freeze_backbone_from)]
+
+    def buffer_part(self) -> LatentBuffer:
+        frozen = self.part(FrozenBackbone)
+        return LatentBuffer(self.settings.buffer_size, self.settings.buffer_policy,
+                            self.settings.latent_dtype, frozen)
+
+
+class LatentBuffer(ImageReplay):
+    """The image buffer's selection, stored as the frozen backbone's feature maps."""
+
+    capturable = False  # each step draws its replayed maps on the host
+
+    def __init__(self, size: int, policy: str, latent_dtype: str, frozen_backbone: FrozenBackbone):
+        super().__init__(size, policy)
+        self.latent_dtype = latent_dtype
+        self.frozen_backbone = frozen_backbone
         self.latents: dict[tuple, dict] = {}  # (task, image id) -> maps, scales, boxes, labels
         self._device_buffer = None
 
     @staticmethod
-    def key(item: BufferItem):
+    def key(item: BufferItem) -> tuple[int, int]:
         return item.task, item.record.id
 
     # ------------------------------------------------------------------ filling the buffer
-    def on_task_end(self, context, model):
-        if context.index + 1 < self.freeze_task(context.cfg):
+    def on_task_end(self, context: TaskContext, model: torch.nn.Module) -> None:
+        if context.index + 1 < self.frozen_backbone.freeze_task(context.cfg):
             raise ValueError("Latent Replay stores frozen-backbone features: the backbone must be frozen "
                              "from the task after this one at the latest")
-        super().on_task_end(context, model)  # Replay's selection of ``self.buffer``
+        super().on_task_end(context, model)  # the image buffer's selection of ``self.buffer``
         kept = {self.key(item) for item in self.buffer}
         self.latents = {k: v for k, v in self.latents.items() if k in kept}
         new = [item for item in self.buffer if self.key(item) not in self.latents]
@@ -88,7 +112,7 @@ class LatentReplay(FrozenBackbone, Replay):
         for item, sample in zip(items, dataset):
             batch = collate_and_pad([sample], divisible=32)
             img = pad_to(batch["img"], height, width).to(device)
-            maps, scales = zip(*(quantize(f[0].cpu(), self.settings.latent_dtype) for f in model.backbone(img)))
+            maps, scales = zip(*(quantize(f[0].cpu(), self.latent_dtype) for f in model.backbone(img)))
             self.latents[self.key(item)] = {
                 "maps": list(maps), "scales": list(scales),
                 "boxes": np.asarray(sample["gt_bboxes"], np.float32),
@@ -97,18 +121,18 @@ class LatentReplay(FrozenBackbone, Replay):
         model.backbone.train(was_training)
 
     @staticmethod
-    def input_hw(cfg):
+    def input_hw(cfg: CfgNode) -> tuple[int, int]:
         width, height = cfg.data.train.input_size
         return -(-int(height) // 32) * 32, -(-int(width) // 32) * 32
 
-    def save_state(self, task_dir: Path):
-        super().save_state(task_dir)  # the buffer's records, as Replay
+    def save_state(self, task_dir: Path) -> None:
+        super().save_state(task_dir)  # the buffer's records, as the image buffer
         atomic_torch_save(Path(task_dir) / "latent_buffer.pt", {
-            "latent_dtype": self.settings.latent_dtype,
+            "latent_dtype": self.latent_dtype,
             "latents": {f"{t}:{i}": v for (t, i), v in self.latents.items()},
         })
 
-    def load_state(self, task_dir: Path):
+    def load_state(self, task_dir: Path) -> None:
         super().load_state(task_dir)
         path = Path(task_dir) / "latent_buffer.pt"
         if not path.is_file():
@@ -121,13 +145,12 @@ class LatentReplay(FrozenBackbone, Replay):
         total = 0
         for entry in self.latents.values():
             total += sum(m.numel() * m.element_size() for m in entry["maps"])
-            total += 4 * len(entry["scales"]) * (self.settings.latent_dtype == "int8")
+            total += 4 * len(entry["scales"]) * (self.latent_dtype == "int8")
             total += entry["boxes"].nbytes + entry["labels"].nbytes
         return total
 
     # ------------------------------------------------------------------ training
-    def to(self, device, memory_format=torch.preserve_format):
-        super().to(device, memory_format)
+    def to(self, device: torch.device | str, memory_format: torch.memory_format = torch.preserve_format) -> None:
         if self.latents:
             entries = [self.latents[self.key(item)] for item in self.buffer]
             levels = len(entries[0]["maps"])
@@ -137,22 +160,20 @@ class LatentReplay(FrozenBackbone, Replay):
                            for lvl in range(levels)],
                 "boxes": [e["boxes"] for e in entries], "labels": [e["labels"] for e in entries],
             }
-        return self
 
-    def train_dataloader(self, context, cfg, device):
-        batch_size = cfg.device.batchsize_per_gpu
+    def train_dataloader(self, context: TaskContext, cfg: CfgNode,
+                         device: torch.device | str) -> Iterable[dict[str, Any]] | None:
         if not self.latents:
-            return build_train_loader(context.train_dataset, cfg, device, seed=context.seed + context.index)
+            return None  # the method's plain loader
+        batch_size = cfg.device.batchsize_per_gpu
         return build_train_loader(context.train_dataset, cfg, device, batch_size=batch_size - batch_size // 2,
                                   seed=context.seed + context.index)
 
-    def step_capturable(self) -> bool:
-        return False  # each step draws its replayed maps on the host
-
-    def forward_student(self, context, model, batch):
+    def forward_student(self, method: ContinualMethod, context: TaskContext, model: torch.nn.Module,
+                        batch: dict) -> tuple[StudentOutputs, dict] | None:
         stored = self._device_buffer
-        if stored is None or not self.backbone_frozen:
-            return student_forward(model, batch["img"], frozen_backbone=self.backbone_frozen), batch
+        if stored is None or not self.frozen_backbone.frozen:
+            return None  # the method's plain forward
         height, width = self.input_hw(context.cfg)
         img = pad_to(batch["img"], height, width)
         with torch.no_grad():

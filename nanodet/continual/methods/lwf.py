@@ -4,11 +4,17 @@
 prior, as in the Latent Distillation paper's LwF baseline.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING
 
 from .base import ContinualMethod
+from .distillation import ALL_CHANNELS, LogitDistillation
 from .settings import Settings, setting
-from .teacher import logit_distillation
+
+if TYPE_CHECKING:
+    from .parts import Part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,10 +24,7 @@ class LwFSettings(Settings):
 
 class LwF(ContinualMethod):
     name = "lwf"
-    distills = True
     Settings = LwFSettings
 
-    def extra_losses(self, context, model, batch, outputs, teacher):
-        if teacher is None:
-            return {}
-        return {"loss_logit_distill": self.settings.alpha * logit_distillation(outputs.preds, teacher.preds)}
+    def build_parts(self) -> list[Part]:
+        return [LogitDistillation(self.settings.alpha, channels=ALL_CHANNELS)]

@@ -14,15 +14,43 @@ instead of a decode, an NMS and host copies per image.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
 from ...model.loss.iou_loss import bbox_overlaps
 from ...util.gt_batch import pad_gt_batch
+from .parts import Part
+
+if TYPE_CHECKING:
+    from ...model.head.nanodet_plus_head import NanoDetPlusHead
+    from .base import TaskContext
+    from .teacher import StudentOutputs
 
 
-def add_pseudo_labels(head, batch, teacher_preds, old_classes, score_threshold, iou_threshold):
+class PseudoLabels(Part):
+    """The teacher's old-class detections scoring at least ``score`` join each new-task image's
+    boxes (in the augmented image's coordinates), except where they overlap a ground-truth box
+    by ``iou`` or more. The kept boxes differ per batch and are listed on the host, so a step with
+    pseudo-labels is not replayed as a CUDA graph."""
+
+    needs_teacher = True
+    capturable = False
+
+    def __init__(self, score: float, iou: float = 0.5):
+        self.score, self.iou = score, iou
+
+    def extend_targets(self, context: TaskContext, model: torch.nn.Module, batch: dict,
+                       teacher: StudentOutputs | None) -> dict:
+        if teacher is None:
+            return batch
+        return add_pseudo_labels(model.head, batch, teacher.preds, context.old_classes, self.score, self.iou)
+
+
+def add_pseudo_labels(head: NanoDetPlusHead, batch: dict, teacher_preds: torch.Tensor, old_classes: Sequence[int],
+                      score_threshold: float, iou_threshold: float) -> dict:
     """The batch with the teacher's old-class detections added to each image's boxes.
 
     A detection is kept when its score is at least ``score_threshold`` (and above the head's own

@@ -17,13 +17,14 @@ import argparse
 import dataclasses
 from typing import Any, Callable, Iterable, Optional
 
+BUFFER_POLICIES = ("random", "balanced")
 ALWAYS = "always"
 WHEN_SET = "when set"  # shown when not None and not False
 
 
 def setting(default: Any, kind: type, help: str, *, choices: Optional[tuple] = None, metavar: str | None = None,
             check: Optional[Callable[[Any], Optional[str]]] = None, shown: str = ALWAYS, in_run_name: bool = True,
-            flag: bool = True):
+            flag: bool = True) -> Any:
     """One setting of a method.
 
     Args:
@@ -48,7 +49,8 @@ def flag_name(name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The settings every method has (pseudo-labels and the background term)."""
+    """The settings every method has: they turn on the optional parts (pseudo-labels, no
+    background term, a replay buffer)."""
 
     pseudo_labels: Optional[float] = setting(
         None, float, "add the teacher's old-class detections scoring above SCORE to new-task images",
@@ -59,6 +61,11 @@ class Settings:
         shown="pseudo_labels", in_run_name=False, flag=False)
     drop_background: bool = setting(
         False, bool, "at tasks >= 1, drop the background term of the classification loss", shown=WHEN_SET)
+    buffer_size: Optional[int] = setting(
+        None, int, "keep this many earlier-task images in a replay buffer; half of every batch comes from it",
+        metavar="IMAGES", check=lambda v: None if v is None or v >= 1 else "must be positive", shown=WHEN_SET)
+    buffer_policy: str = setting("random", str, "which images the buffer keeps: random (the paper's) or "
+                                 "class-balanced", choices=BUFFER_POLICIES, shown="buffer_size")
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -73,7 +80,7 @@ class Settings:
         """The settings ``describe()`` reports, in declaration order."""
         values = dataclasses.asdict(self)
 
-        def is_set(name):
+        def is_set(name: str) -> bool:
             return values[name] is not None and values[name] is not False
 
         out = {}

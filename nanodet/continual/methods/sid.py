@@ -7,11 +7,17 @@ through a slicing bug and swapped alpha and beta relative to its README; here al
 logits and beta always weighs features.)
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING
 
 from .base import ContinualMethod
+from .distillation import NOT_NEW_CLASSES, FeatureDistillation, LogitDistillation
 from .settings import Settings, setting
-from .teacher import feature_distillation, logit_distillation
+
+if TYPE_CHECKING:
+    from .parts import Part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,18 +28,8 @@ class SIDSettings(Settings):
 
 class SID(ContinualMethod):
     name = "sid"
-    distills = True
     Settings = SIDSettings
 
-    def distilled_classes(self, context) -> list[int]:
-        """Old and future classes: every class but the current task's."""
-        return sorted(context.old_classes + context.future_classes)
-
-    def extra_losses(self, context, model, batch, outputs, teacher):
-        if teacher is None:
-            return {}
-        return {
-            "loss_logit_distill": self.settings.alpha * logit_distillation(
-                outputs.preds, teacher.preds, self.distilled_classes(context)),
-            "loss_feature_distill": self.settings.beta * feature_distillation(outputs.towers, teacher.towers),
-        }
+    def build_parts(self) -> list[Part]:
+        return [LogitDistillation(self.settings.alpha, channels=NOT_NEW_CLASSES),
+                FeatureDistillation(self.settings.beta)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ class Teacher:
             self.model = copy.deepcopy(model)
         self.model.eval().requires_grad_(False)
 
-    def to(self, device, memory_format=torch.preserve_format):
+    def to(self, device: torch.device | str, memory_format: torch.memory_format = torch.preserve_format) -> Teacher:
         self.model.to(device=device, memory_format=memory_format)
         return self
 
@@ -47,7 +47,8 @@ class Teacher:
         return sum(p.numel() for p in self.model.parameters())
 
     @torch.no_grad()
-    def __call__(self, img=None, features=None) -> StudentOutputs:
+    def __call__(self, img: torch.Tensor | None = None,
+                 features: tuple[torch.Tensor, ...] | None = None) -> StudentOutputs:
         if features is None:
             if self.share_backbone:
                 raise ValueError("a teacher sharing the student's backbone needs its features")
@@ -56,7 +57,8 @@ class Teacher:
         return StudentOutputs(preds, towers, features)
 
 
-def logit_distillation(student_preds, teacher_preds, class_ids=None, num_classes=None):
+def logit_distillation(student_preds: torch.Tensor, teacher_preds: torch.Tensor, class_ids: Sequence[int] | None = None,
+                       num_classes: int | None = None) -> torch.Tensor:
     """MSE between raw head outputs: every channel, or only the class logits ``class_ids``."""
     if class_ids is None:
         return F.mse_loss(student_preds.float(), teacher_preds.float())
@@ -72,6 +74,7 @@ def _class_index(class_ids: tuple, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(class_ids, device=device)
 
 
-def feature_distillation(student_towers, teacher_towers):
+def feature_distillation(student_towers: Sequence[torch.Tensor],
+                         teacher_towers: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sum over levels of the MSE between the head towers' outputs."""
     return sum(F.mse_loss(s.float(), t.float()) for s, t in zip(student_towers, teacher_towers))

@@ -5,6 +5,8 @@ Each format (VOC XML, COCO JSON, YOLO txt) only parses its annotation files, onc
 lives here, so all formats behave the same.
 """
 
+from __future__ import annotations
+
 import copy
 import dataclasses
 import logging
@@ -34,7 +36,7 @@ class ImageError(ValueError):
     """Images a run would read that cannot be used; the message lists them and why."""
 
 
-def image_problem(dataset, record) -> Optional[str]:
+def image_problem(dataset: BaseDataset, record: ImageRecord) -> Optional[str]:
     """Why the record's image cannot be used (missing, empty, not decodable, another size than
     its annotation says), or None."""
     path = os.path.join(dataset.img_path, record.file_name)
@@ -51,7 +53,7 @@ def image_problem(dataset, record) -> Optional[str]:
     return None
 
 
-def check_images(dataset, split: str, skip: bool = False, workers: int = 8):
+def check_images(dataset: BaseDataset, split: str, skip: bool = False, workers: int = 8) -> BaseDataset:
     """Every image of ``dataset`` decoded once, in threads, before anything trains: a dataset
     with a bad image raises one ``ImageError`` listing them (``split`` names its config node), or,
     with ``skip``, comes back without them and a warning."""
@@ -155,7 +157,7 @@ class BaseDataset(Dataset, ABC):
         multi_scale: Optional[Sequence[float]] = None,
         class_names: Optional[Sequence[str]] = None,
         keep_classes: Optional[Iterable[int]] = None,
-    ):
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"dataset mode must be one of {MODES}, got {mode!r}")
         unsupported = {"use_instance_mask": use_instance_mask, "use_seg_mask": use_seg_mask,

@@ -1,5 +1,7 @@
 """The embedded synthetic benchmark as a dataset: generated on first use, then read as VOC XML."""
 
+from __future__ import annotations
+
 from dataclasses import fields
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
@@ -37,7 +39,7 @@ class SyntheticDataset(XMLDataset):
         multi_scale: Optional[Sequence[float]] = None,
         class_names: Optional[Sequence[str]] = None,
         keep_classes: Optional[Iterable[int]] = None,
-    ):
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"SyntheticDataset split must be one of {SPLITS}, got {split!r}")
         spec_args = dict(synthetic or {})

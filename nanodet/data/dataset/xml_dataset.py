@@ -1,5 +1,7 @@
 """Pascal VOC style XML annotations."""
 
+from __future__ import annotations
+
 import glob
 import logging
 import os
@@ -46,7 +48,7 @@ class XMLDataset(BaseDataset):
         class_names: Optional[Sequence[str]] = None,
         keep_classes: Optional[Iterable[int]] = None,
         ignore_unknown_classes: bool = False,
-    ):
+    ) -> None:
         self.ignore_unknown_classes = ignore_unknown_classes
         super().__init__(img_path, ann_path, input_size, pipeline, keep_ratio, use_instance_mask,
                          use_seg_mask, use_keypoint, load_mosaic, mode, multi_scale, class_names,

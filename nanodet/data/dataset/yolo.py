@@ -64,7 +64,8 @@ class YoloDataset(BaseDataset):
                            orphans[0])
         return records
 
-    def read_labels(self, txt_path: str, width: int, height: int, clipped: list | None = None):
+    def read_labels(self, txt_path: str, width: int, height: int,
+                    clipped: list | None = None) -> tuple[list[list[float]], list[int]]:
         """Boxes (xyxy pixels) and labels of one txt file; none if the file does not exist.
         ``clipped`` collects the places of boxes clipped by more than ``CLIP_TOLERANCE``."""
         boxes, labels = [], []

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ SOURCE_COLUMNS, COLOUR_COLUMNS, SIZE_COLUMNS = slice(0, 9), slice(9, 13), slice(
 PER_IMAGE_COLUMNS = 15
 
 
-def adjust_saturation_bgr(img, factor):
+def adjust_saturation_bgr(img: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
     """Scale the HSV saturation of BGR float images ``[B, 3, H, W]`` by ``factor`` ([B, 1, 1, 1]):
     OpenCV's float BGR->HSV, ``S *= factor``, HSV->BGR, in closed form. With ``v`` the channel
     maximum, OpenCV's round trip gives ``v - factor * v / (|v| + eps) * (v - c)`` for every
@@ -68,8 +68,8 @@ class GpuBatchAugment:
     """
 
     def __init__(self, pipeline_cfg: Mapping, input_size: Sequence[int], keep_ratio: bool = True,
-                 device="cuda", augment: bool = True, pad_divisible: int = 32,
-                 channels_last: bool = False):
+                 device: torch.device | str = "cuda", augment: bool = True, pad_divisible: int = 32,
+                 channels_last: bool = False) -> None:
         if "normalize" not in pipeline_cfg:
             raise ValueError("GpuBatchAugment: the pipeline needs 'normalize: [mean, std]'")
         self.sampler = AugmentSampler(pipeline_cfg, augment=augment)
@@ -86,7 +86,7 @@ class GpuBatchAugment:
     def sample(self, batch_size: int, generator: Optional[torch.Generator] = None) -> AugmentParams:
         return self.sampler.sample(batch_size, generator)
 
-    def dst_sizes(self, raw_w, raw_h):
+    def dst_sizes(self, raw_w: torch.Tensor, raw_h: torch.Tensor) -> list[tuple[int, int]]:
         """Each image's output (width, height), as ``ShapeTransform``: the keep-ratio fit (rounded
         up to ``divisible``) or the input size."""
         if not self.keep_ratio:
@@ -94,9 +94,12 @@ class GpuBatchAugment:
         return [get_minimum_dst_shape((w, h), self.input_size, self.sampler.divisible)
                 for w, h in zip(raw_w.tolist(), raw_h.tolist())]
 
-    def __call__(self, images, boxes, labels, image_sizes=None, original_sizes=None,
-                 gt_bboxes_ignore=None, img_info=None, params: Optional[AugmentParams] = None,
-                 generator: Optional[torch.Generator] = None) -> dict:
+    def __call__(self, images: torch.Tensor | Sequence[np.ndarray], boxes: Sequence[np.ndarray],
+                 labels: Sequence[np.ndarray], image_sizes: torch.Tensor | Sequence[Sequence[int]] | None = None,
+                 original_sizes: torch.Tensor | Sequence[Sequence[int]] | None = None,
+                 gt_bboxes_ignore: Sequence[np.ndarray] | None = None, img_info: Mapping[str, Any] | None = None,
+                 params: Optional[AugmentParams] = None,
+                 generator: Optional[torch.Generator] = None) -> dict[str, Any]:
         """Augment one batch.
 
         Args:

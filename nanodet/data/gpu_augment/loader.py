@@ -4,12 +4,16 @@ into a uint8 tensor on the device, and the loader that serves augmented batches 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
 from .batch import GpuBatchAugment
+
+if TYPE_CHECKING:
+    from ..dataset.base import BaseDataset
 
 
 class DecodedImageStore:
@@ -21,10 +25,11 @@ class DecodedImageStore:
     so each image is decoded once per run and a task's cache is one gather on the device.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._entries: dict = {}  # device -> {"row": {id: row}, "images", "sizes", "original"}
 
-    def gather(self, dataset, device, workers: int):
+    def gather(self, dataset: BaseDataset, device: torch.device | str,
+               workers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(images [N, H, W, 3] on device, sizes [N, 2], original sizes [N, 2])`` of
         ``dataset.records``, decoding those not stored yet."""
         entry = self._entries.setdefault(str(device), {"row": {}, "images": None, "sizes": [], "original": []})
@@ -93,7 +98,7 @@ class DecodedImageCache:
         workers: decoding threads (OpenCV releases the GIL).
     """
 
-    def __init__(self, dataset, device="cpu", workers: int = 8):
+    def __init__(self, dataset: BaseDataset, device: torch.device | str = "cpu", workers: int = 8) -> None:
         if getattr(dataset, "multi_scale", None):
             raise NotImplementedError("GPU augmentation does not support multi_scale (a random "
                                       "input size per sample); use the CPU pipeline")
@@ -120,7 +125,7 @@ class DecodedImageCache:
     def nbytes(self) -> int:
         return self.images.numel()
 
-    def img_info(self, indices):
+    def img_info(self, indices: Iterable[int]) -> dict[str, Any]:
         """The collated ``img_info`` of these images (as ``naive_collate`` gives it)."""
         records = [self.dataset.records[i] for i in indices]
         return {"file_name": [r.file_name for r in records],
@@ -146,7 +151,7 @@ class GpuBatchLoader:
 
     def __init__(self, cache: DecodedImageCache, augment: GpuBatchAugment, batch_size: int,
                  shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, batch_sampler=None):
+                 world_size: int = 1, batch_sampler: Iterable[Sequence[int]] | None = None) -> None:
         self.cache, self.augment = cache, augment
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
@@ -165,7 +170,7 @@ class GpuBatchLoader:
         n = self._num_images()
         return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
-    def set_epoch(self, epoch: int):
+    def set_epoch(self, epoch: int) -> None:
         """Draw epoch ``epoch``'s order and augmentation next (and its batches, when a batch
         sampler draws them), so that a resumed fit continues the epochs it was interrupted in."""
         self.epoch = epoch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -63,7 +63,7 @@ class AugmentSampler:
         augment: False draws the identity (evaluation), as ``Pipeline(augment=False)``.
     """
 
-    def __init__(self, pipeline_cfg: Mapping, augment: bool = True):
+    def __init__(self, pipeline_cfg: Mapping, augment: bool = True) -> None:
         cfg = {k: v for k, v in dict(pipeline_cfg).items() if augment or k not in RANDOM_KEYS}
         shape = {**SHAPE_DEFAULTS, **{k: cfg[k] for k in SHAPE_KEYS if k in cfg}}
         self.divisible = shape["divisible"]
@@ -115,7 +115,7 @@ class AugmentSampler:
                                                _uniform(next(col), *self.saturation), 1.0)
         return AugmentParams(**params)
 
-    def sample_like_cpu(self, batch_size: int, rnd=random) -> AugmentParams:
+    def sample_like_cpu(self, batch_size: int, rnd: random.Random = random) -> AugmentParams:
         """Draw image after image from Python's ``random`` (or ``rnd``) in the CPU pipeline's
         order (``ShapeTransform.random_matrix`` then ``ColorTransform``), so that after the same
         seed the parameters are the CPU pipeline's. For tests and exact reproduction."""
@@ -150,31 +150,32 @@ class AugmentSampler:
 
 # --------------------------------------------------------------------------- matrices
 # Batched float64 twins of warp.py's helpers: [B] parameters -> [B, 3, 3].
-def identity_matrices(n):
+Sizes = Union[torch.Tensor, Sequence[float]]  # one width or height per image
+def identity_matrices(n: int) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
 
 
-def center_matrices(widths, heights):
+def center_matrices(widths: torch.Tensor, heights: torch.Tensor) -> torch.Tensor:
     m = identity_matrices(len(widths))
     m[:, 0, 2], m[:, 1, 2] = -widths / 2, -heights / 2
     return m
 
 
-def perspective_matrices(px, py):
+def perspective_matrices(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     m = identity_matrices(len(px))
     m[:, 2, 0], m[:, 2, 1] = px, py
     return m
 
 
-def scale_matrices(scale):
+def scale_matrices(scale: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(torch.stack([scale, scale, torch.ones_like(scale)], dim=1))
 
 
-def stretch_matrices(sx, sy):
+def stretch_matrices(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(torch.stack([sx, sy, torch.ones_like(sx)], dim=1))
 
 
-def rotation_matrices(degrees):
+def rotation_matrices(degrees: torch.Tensor) -> torch.Tensor:
     """As ``cv2.getRotationMatrix2D(center=(0, 0), angle, scale=1)``."""
     angle = degrees * (math.pi / 180)
     alpha, beta = torch.cos(angle), torch.sin(angle)
@@ -183,7 +184,7 @@ def rotation_matrices(degrees):
     return m
 
 
-def shear_matrices(degrees_x, degrees_y):
+def shear_matrices(degrees_x: torch.Tensor, degrees_y: torch.Tensor) -> torch.Tensor:
     m = identity_matrices(len(degrees_x))
     # x * (pi / 180) is math.radians' own arithmetic.
     m[:, 0, 1] = torch.tan(degrees_x * (math.pi / 180))
@@ -191,19 +192,20 @@ def shear_matrices(degrees_x, degrees_y):
     return m
 
 
-def flip_matrices(flip):
+def flip_matrices(flip: torch.Tensor) -> torch.Tensor:
     m = identity_matrices(len(flip))
     m[:, 0, 0] = torch.where(flip, -1.0, 1.0)
     return m
 
 
-def translate_matrices(tx, ty, widths, heights):
+def translate_matrices(tx: torch.Tensor, ty: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor) -> torch.Tensor:
     m = identity_matrices(len(tx))
     m[:, 0, 2], m[:, 1, 2] = tx * widths, ty * heights
     return m
 
 
-def resize_matrices(raw_w, raw_h, dst_w, dst_h, keep_ratio: bool):
+def resize_matrices(raw_w: torch.Tensor, raw_h: torch.Tensor, dst_w: torch.Tensor, dst_h: torch.Tensor,
+                    keep_ratio: bool) -> torch.Tensor:
     """``get_resize_matrix`` for a batch of (raw, dst) sizes."""
     if not keep_ratio:
         return torch.diag_embed(torch.stack([dst_w / raw_w, dst_h / raw_h, torch.ones_like(raw_w)], 1))
@@ -214,7 +216,7 @@ def resize_matrices(raw_w, raw_h, dst_w, dst_h, keep_ratio: bool):
     return recenter @ scale_matrices(ratio) @ center
 
 
-def random_matrices(params: AugmentParams, widths, heights):
+def random_matrices(params: AugmentParams, widths: torch.Tensor, heights: torch.Tensor) -> torch.Tensor:
     """``ShapeTransform.random_matrix`` for a batch (same composition order)."""
     m = center_matrices(widths, heights)
     m = perspective_matrices(params.perspective_x, params.perspective_y) @ m
@@ -226,13 +228,14 @@ def random_matrices(params: AugmentParams, widths, heights):
     return translate_matrices(params.translate_x, params.translate_y, widths, heights) @ m
 
 
-def warp_matrices(params: AugmentParams, raw_w, raw_h, dst_w, dst_h, keep_ratio: bool):
+def warp_matrices(params: AugmentParams, raw_w: Sizes, raw_h: Sizes, dst_w: Sizes, dst_h: Sizes,
+                  keep_ratio: bool) -> torch.Tensor:
     """The full float64 warp (resize after augmentation) of each image, as ``ShapeTransform``."""
     raw_w, raw_h, dst_w, dst_h = (torch.as_tensor(v, dtype=torch.float64) for v in (raw_w, raw_h, dst_w, dst_h))
     return resize_matrices(raw_w, raw_h, dst_w, dst_h, keep_ratio) @ random_matrices(params, raw_w, raw_h)
 
 
-def warp_boxes_batched(boxes, matrices, widths, heights):
+def warp_boxes_batched(boxes: torch.Tensor, matrices: torch.Tensor, widths: Sizes, heights: Sizes) -> torch.Tensor:
     """``warp_boxes`` for padded boxes ``[B, N, 4]`` (float64 matrices ``[B, 3, 3]``, per-image
     clip sizes ``[B]``): corners through the matrix, enclosing box, clip. Returns float32."""
     boxes = boxes.to(torch.float64)

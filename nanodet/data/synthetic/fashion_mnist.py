@@ -157,7 +157,8 @@ def _crop_patch(grey: np.ndarray, size: float, stretch: float, angle: float):
     return mask[cut], alpha, shade
 
 
-def sample_crop(rng, crops: CropSource):
+def sample_crop(rng: np.random.Generator,
+                crops: CropSource) -> tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """A real crop of a random class: (label, mask, (alpha, shade))."""
     label = int(rng.integers(0, len(crops.by_class)))
     pool = crops.by_class[label]

@@ -108,7 +108,8 @@ def _paint_crop(region, inside, payload, rng):
     region += a * (shade[inside][..., None] * tint)
 
 
-def render_image(rng, width, height, clean: bool = False, crops: CropSource | None = None):
+def render_image(rng: np.random.Generator, width: int, height: int, clean: bool = False,
+                 crops: CropSource | None = None) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
     """One image (BGR uint8) and its objects as (label, [x0, y0, x1, y1]) with tight boxes.
 
     ``crops`` (one split of ``load_fashion_mnist``) draws real crops as the objects; None draws

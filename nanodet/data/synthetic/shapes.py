@@ -113,12 +113,12 @@ def _object_mask(outline: str, w: float, h: float, angle: float, rng) -> np.ndar
 
 
 # --------------------------------------------------------------------------- textures
-def hsv_to_bgr(h, s, v) -> np.ndarray:
+def hsv_to_bgr(h: float, s: float, v: float) -> np.ndarray:
     pixel = np.uint8([[[int(h) % 180, int(np.clip(s, 0, 255)), int(np.clip(v, 0, 255))]]])
     return cv2.cvtColor(pixel, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
-def object_texture(kind: str, shape, hue: float, rng) -> np.ndarray:
+def object_texture(kind: str, shape: tuple[int, int], hue: float, rng: np.random.Generator) -> np.ndarray:
     """A BGR float32 texture of ``shape`` (h, w) in the class's colour scheme."""
     h, w = shape
     # Wide hue jitter: neighbouring classes overlap in colour, so shape has to decide.
@@ -153,7 +153,7 @@ def object_texture(kind: str, shape, hue: float, rng) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- one object
-def sample_drawn(rng):
+def sample_drawn(rng: np.random.Generator) -> tuple[int, np.ndarray, None]:
     """A drawn shape of a random class: (label, mask, None)."""
     label = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
     outline, _, _, aspect_range, rotates = CLASS_STYLE[SYNTHETIC_CLASSES[label]]

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable
 from xml.sax.saxutils import escape
 
 import cv2
@@ -75,7 +76,8 @@ def _coco_json(split, count, spec: SyntheticSpec, all_objects) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def generate(out_dir: str | Path, spec: SyntheticSpec, workers: int | None = None, progress=None) -> Path:
+def generate(out_dir: str | Path, spec: SyntheticSpec, workers: int | None = None,
+             progress: Callable[[str, int], object] | None = None) -> Path:
     """Write the data set described by ``spec`` into ``out_dir`` (which must not exist yet).
 
     The set is built in a temporary folder beside ``out_dir`` and renamed into place at the end,

@@ -6,6 +6,8 @@ probability 1/2 (Python's ``random``, upstream's draw order), then the image is 
 as upstream.
 """
 
+from __future__ import annotations
+
 import random
 from typing import Optional, Sequence
 
@@ -50,7 +52,7 @@ class ColorTransform:
     def __init__(self, normalize: Sequence[Sequence[float]],
                  brightness: Optional[float] = None,
                  contrast: Optional[Sequence[float]] = None,
-                 saturation: Optional[Sequence[float]] = None):
+                 saturation: Optional[Sequence[float]] = None) -> None:
         self.mean, self.std = normalize
         self.brightness = brightness
         self.contrast = contrast

@@ -1,5 +1,7 @@
 """The data pipeline: geometric warp + resize, then colour augmentation + normalisation."""
 
+from __future__ import annotations
+
 from typing import Mapping, Optional, Tuple
 
 from .color import ColorTransform
@@ -26,7 +28,7 @@ class Pipeline:
             ``cfg`` are then ignored.
     """
 
-    def __init__(self, cfg: Mapping, keep_ratio: bool, augment: bool = True):
+    def __init__(self, cfg: Mapping, keep_ratio: bool, augment: bool = True) -> None:
         unknown = sorted(set(cfg) - set(PIPELINE_KEYS))
         if unknown:
             raise ValueError(f"unknown pipeline keys {unknown}; valid keys: {list(PIPELINE_KEYS)}")

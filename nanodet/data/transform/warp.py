@@ -14,6 +14,8 @@ Random numbers come from Python's ``random`` module, drawn in upstream's order, 
 DataLoader worker seed reproduces the same augmentation.
 """
 
+from __future__ import annotations
+
 import math
 import random
 from typing import Mapping, Optional, Sequence, Tuple
@@ -130,7 +132,7 @@ class ShapeTransform:
                  scale: Sequence[float] = (1, 1),
                  stretch: Sequence[Sequence[float]] = ((1, 1), (1, 1)),
                  rotation: float = 0.0, shear: float = 0.0, translate: float = 0.0,
-                 flip: float = 0.0):
+                 flip: float = 0.0) -> None:
         self.keep_ratio = keep_ratio
         self.divisible = divisible
         self.perspective = perspective

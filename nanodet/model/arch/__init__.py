@@ -1,6 +1,9 @@
 """Detector architectures, built from the config's ``model`` node."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping
+from typing import Any
 
 from ...util.registry import build_from_cfg
 
@@ -13,7 +16,7 @@ ARCHS = {
 }
 
 
-def build_model(model_cfg):
+def build_model(model_cfg: Mapping[str, Any]) -> OneStageDetector:
     """Build ``model_cfg.arch`` by its name. The weight averager (``model_cfg.weight_averager``)
     is the trainer's business, not built here."""
     arch = model_cfg.get("arch") if isinstance(model_cfg, Mapping) else None

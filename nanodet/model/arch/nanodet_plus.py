@@ -7,7 +7,10 @@ AGM's input is detached so that its loss no longer trains the backbone and the m
 Without ``aux_head`` (the continual-learning configs) this is a plain OneStageDetector.
 """
 
+from __future__ import annotations
+
 import copy
+from typing import Any, Mapping
 
 import torch
 
@@ -16,7 +19,9 @@ from .one_stage_detector import OneStageDetector
 
 
 class NanoDetPlus(OneStageDetector):
-    def __init__(self, backbone, fpn, aux_head=None, head=None, detach_epoch=0):
+    def __init__(self, backbone: Mapping[str, Any], fpn: Mapping[str, Any] | None,
+                 aux_head: Mapping[str, Any] | None = None, head: Mapping[str, Any] | None = None,
+                 detach_epoch: int = 0) -> None:
         super().__init__(backbone, fpn, head)
         if aux_head is not None:
             self.aux_fpn = copy.deepcopy(self.fpn)
@@ -26,7 +31,8 @@ class NanoDetPlus(OneStageDetector):
             self.aux_head = None
         self.detach_epoch = detach_epoch
 
-    def forward_train(self, gt_meta):
+    def forward_train(self, gt_meta: Mapping[str, Any]
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         if self.aux_head is None:
             return super().forward_train(gt_meta)
         feat = self.backbone(gt_meta["img"])

@@ -1,5 +1,11 @@
 """Backbones by name: ``build_backbone({"name": "ShuffleNetV2", ...})``."""
 
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch.nn as nn
+
 from ...util.registry import build_from_cfg
 
 from .mobilenetv2 import MobileNetV2
@@ -8,6 +14,6 @@ from .shufflenetv2 import ShuffleNetV2
 BACKBONES = {"ShuffleNetV2": ShuffleNetV2, "MobileNetV2": MobileNetV2}
 
 
-def build_backbone(cfg):
+def build_backbone(cfg: Mapping[str, Any]) -> nn.Module:
     """Instantiate the backbone named by ``cfg.name`` with the other keys as arguments."""
     return build_from_cfg(cfg, BACKBONES, "backbone")

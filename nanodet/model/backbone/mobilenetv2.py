@@ -1,7 +1,12 @@
 """MobileNetV2 backbone with upstream NanoDet's layout (``first_layer``, ``stage0``..``stage6``)."""
 
-import warnings
+from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
 import torch.nn as nn
 
 from ..module.activation import act_layers
@@ -25,7 +30,8 @@ INVERTED_RESIDUAL_SETTING = [
 class ConvBNReLU(nn.Sequential):
     """Conv (same padding, no bias), BatchNorm and activation, keyed 0, 1, 2."""
 
-    def __init__(self, in_planes, out_planes, kernel_size=3, stride=1, groups=1, activation="ReLU"):
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
+                 activation: str | None = "ReLU") -> None:
         padding = (kernel_size - 1) // 2
         super().__init__(
             nn.Conv2d(in_planes, out_planes, kernel_size, stride, padding, groups=groups, bias=False),
@@ -37,7 +43,7 @@ class ConvBNReLU(nn.Sequential):
 class InvertedResidual(nn.Module):
     """1x1 expansion (skipped when expand_ratio is 1), 3x3 depthwise, linear 1x1 projection."""
 
-    def __init__(self, inp, oup, stride, expand_ratio, activation="ReLU"):
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float, activation: str | None = "ReLU") -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"InvertedResidual stride must be 1 or 2, got {stride}")
@@ -55,7 +61,7 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_res_connect:
             return x + self.conv(x)
         return self.conv(x)
@@ -73,13 +79,13 @@ class MobileNetV2(nn.Module):
 
     def __init__(
         self,
-        width_mult=1.0,
-        out_stages=(1, 2, 4, 6),
-        last_channel=1280,
-        activation="ReLU",
-        act=None,
-        pretrain=False,
-    ):
+        width_mult: float = 1.0,
+        out_stages: Sequence[int] = (1, 2, 4, 6),
+        last_channel: int = 1280,
+        activation: str | None = "ReLU",
+        act: str | None = None,
+        pretrain: bool | str | Path | None = False,
+    ) -> None:
         super().__init__()
         if not set(out_stages) <= set(range(7)):
             raise ValueError(f"MobileNetV2 out_stages must be a subset of 0..6, got {out_stages}")
@@ -110,7 +116,7 @@ class MobileNetV2(nn.Module):
             ),
         )
 
-    def build_mobilenet_stage(self, stage_num):
+    def build_mobilenet_stage(self, stage_num: int) -> nn.Sequential:
         expand_ratio, channels, repeats, first_stride = self.interverted_residual_setting[stage_num]
         output_channel = int(channels * self.width_mult)
         blocks = []
@@ -132,7 +138,7 @@ class MobileNetV2(nn.Module):
             )
         return nn.Sequential(*blocks)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.first_layer(x)
         outputs = []
         for stage_num in range(7):
@@ -164,7 +170,7 @@ def _torchvision_feature_names():
 _FEATURE_NAMES = _torchvision_feature_names()
 
 
-def torchvision_to_nanodet_key(key):
+def torchvision_to_nanodet_key(key: str) -> str | None:
     """``features.<i>.rest`` -> ``<our module>.rest``; the classifier maps to None.
 
     Inside each block both models use the same names (``conv.0.0.weight``...).

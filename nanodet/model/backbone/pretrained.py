@@ -14,12 +14,16 @@ Keys the backbone lacks (torchvision's classifier) are skipped, as upstream Nano
 all is an error, since that is a wrong file rather than a partial one.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn as nn
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ PACKAGED_WEIGHTS = {
 }
 
 
-def packaged_weights_file(file_name):
+def packaged_weights_file(file_name: str) -> Path | None:
     """Path of ``file_name`` in the installed package that ships it, or None."""
     distribution_name = PACKAGED_WEIGHTS.get(file_name)
     if distribution_name is None:
@@ -48,7 +52,7 @@ def packaged_weights_file(file_name):
     return None
 
 
-def hub_checkpoint_dir():
+def hub_checkpoint_dir() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
@@ -82,7 +86,9 @@ def _read_file(path, backbone_name):
     return checkpoint
 
 
-def load_pretrained(model, pretrain, url, rename_key=None, unavailable_reason=None):
+def load_pretrained(model: nn.Module, pretrain: bool | str | os.PathLike | None, url: str | None,
+                    rename_key: Callable[[str], str | None] | None = None,
+                    unavailable_reason: str | None = None) -> None:
     """Load ImageNet weights into ``model`` as selected by ``pretrain`` (see module doc).
 
     ``url`` is torchvision's URL for this model's configuration; ``rename_key`` maps a

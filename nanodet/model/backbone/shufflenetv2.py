@@ -1,6 +1,10 @@
 """ShuffleNetV2 backbone, laid out like torchvision's so its ImageNet weights load by key."""
 
+from __future__ import annotations
+
 import logging
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -28,7 +32,7 @@ TORCHVISION_URLS = {
 }
 
 
-def channel_shuffle(x, groups):
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     batch_size, num_channels, height, width = x.size()
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         # Shuffle along the innermost (channel) axis, so the result stays channels_last: the
@@ -40,7 +44,7 @@ def channel_shuffle(x, groups):
     return x.view(batch_size, -1, height, width)
 
 
-def depthwise_conv(channels, kernel_size, stride, padding):
+def depthwise_conv(channels: int, kernel_size: int, stride: int, padding: int) -> nn.Conv2d:
     return nn.Conv2d(
         channels, channels, kernel_size, stride, padding, bias=False, groups=channels
     )
@@ -50,7 +54,7 @@ class ShuffleV2Block(nn.Module):
     """One ShuffleNetV2 unit. Stride 1 splits the channels and transforms one half;
     stride 2 transforms the whole input twice (branch1, branch2) and concatenates."""
 
-    def __init__(self, inp, oup, stride, activation="ReLU"):
+    def __init__(self, inp: int, oup: int, stride: int, activation: str | None = "ReLU") -> None:
         super().__init__()
         if not 1 <= stride <= 3:
             raise ValueError(f"illegal stride value {stride}")
@@ -81,7 +85,7 @@ class ShuffleV2Block(nn.Module):
             act_layers(activation),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             kept, transformed = x.chunk(2, dim=1)
             out = torch.cat((kept, self.branch2(transformed)), dim=1)
@@ -100,13 +104,13 @@ class ShuffleNetV2(nn.Module):
 
     def __init__(
         self,
-        model_size="1.5x",
-        out_stages=(2, 3, 4),
-        with_last_conv=False,
-        kernal_size=3,
-        activation="ReLU",
-        pretrain=True,
-    ):
+        model_size: str = "1.5x",
+        out_stages: Sequence[int] = (2, 3, 4),
+        with_last_conv: bool = False,
+        kernal_size: int = 3,
+        activation: str | None = "ReLU",
+        pretrain: bool | str | Path | None = True,
+    ) -> None:
         super().__init__()
         if model_size not in STAGE_OUT_CHANNELS:
             raise ValueError(
@@ -154,7 +158,7 @@ class ShuffleNetV2(nn.Module):
             )
         self._initialize_weights(pretrain)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.maxpool(self.conv1(x))
         outputs = []
         for stage_index in (2, 3, 4):

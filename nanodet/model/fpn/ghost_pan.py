@@ -5,7 +5,10 @@ their only user in this package. Their attribute names are upstream's state-dict
 as upstream, they keep PyTorch's default initialisation (GhostNet's own init is not applied).
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,7 +27,7 @@ def _make_divisible(value, divisor, min_value=None):
     return rounded
 
 
-def hard_sigmoid(x, inplace: bool = False):
+def hard_sigmoid(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     if inplace:
         return x.add_(3.0).clamp_(0.0, 6.0).div_(6.0)
     return F.relu6(x + 3.0) / 6.0
@@ -35,13 +38,13 @@ class SqueezeExcite(nn.Module):
 
     def __init__(
         self,
-        in_chs,
-        se_ratio=0.25,
-        reduced_base_chs=None,
-        activation="ReLU",
-        gate_fn=hard_sigmoid,
-        divisor=4,
-    ):
+        in_chs: int,
+        se_ratio: float = 0.25,
+        reduced_base_chs: int | None = None,
+        activation: str | None = "ReLU",
+        gate_fn: Callable[[torch.Tensor], torch.Tensor] = hard_sigmoid,
+        divisor: int = 4,
+    ) -> None:
         super().__init__()
         self.gate_fn = gate_fn
         reduced_chs = _make_divisible((reduced_base_chs or in_chs) * se_ratio, divisor)
@@ -50,7 +53,7 @@ class SqueezeExcite(nn.Module):
         self.act1 = act_layers(activation)
         self.conv_expand = nn.Conv2d(reduced_chs, in_chs, 1, bias=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.conv_expand(self.act1(self.conv_reduce(self.avg_pool(x))))
         return x * self.gate_fn(gate)
 
@@ -58,7 +61,8 @@ class SqueezeExcite(nn.Module):
 class GhostModule(nn.Module):
     """Half the outputs from a regular conv, the other half from a cheap depthwise conv of them."""
 
-    def __init__(self, inp, oup, kernel_size=1, ratio=2, dw_size=3, stride=1, activation="ReLU"):
+    def __init__(self, inp: int, oup: int, kernel_size: int = 1, ratio: int = 2, dw_size: int = 3, stride: int = 1,
+                 activation: str | None = "ReLU") -> None:
         super().__init__()
         self.oup = oup
         init_channels = math.ceil(oup / ratio)
@@ -76,7 +80,7 @@ class GhostModule(nn.Module):
             act_layers(activation) if activation else nn.Sequential(),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         primary = self.primary_conv(x)
         return torch.cat([primary, self.cheap_operation(primary)], dim=1)
 
@@ -86,14 +90,14 @@ class GhostBottleneck(nn.Module):
 
     def __init__(
         self,
-        in_chs,
-        mid_chs,
-        out_chs,
-        dw_kernel_size=3,
-        stride=1,
-        activation="ReLU",
-        se_ratio=0.0,
-    ):
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        dw_kernel_size: int = 3,
+        stride: int = 1,
+        activation: str | None = "ReLU",
+        se_ratio: float | None = 0.0,
+    ) -> None:
         super().__init__()
         self.stride = stride
         self.ghost1 = GhostModule(in_chs, mid_chs, activation=activation)
@@ -131,7 +135,7 @@ class GhostBottleneck(nn.Module):
                 nn.BatchNorm2d(out_chs),
             )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x
         x = self.ghost1(x)
         if self.stride > 1:
@@ -148,14 +152,14 @@ class GhostBlocks(nn.Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        expand=1,
-        kernel_size=5,
-        num_blocks=1,
-        use_res=False,
-        activation="LeakyReLU",
-    ):
+        in_channels: int,
+        out_channels: int,
+        expand: float = 1,
+        kernel_size: int = 5,
+        num_blocks: int = 1,
+        use_res: bool = False,
+        activation: str | None = "LeakyReLU",
+    ) -> None:
         super().__init__()
         self.use_res = use_res
         if use_res:
@@ -176,7 +180,7 @@ class GhostBlocks(nn.Module):
             ]
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(x)
         if self.use_res:
             out = out + self.reduce_conv(x)
@@ -197,18 +201,18 @@ class GhostPAN(nn.Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        use_depthwise=False,
-        kernel_size=5,
-        expand=1,
-        num_blocks=1,
-        use_res=False,
-        num_extra_level=0,
-        upsample_cfg=dict(scale_factor=2, mode="bilinear"),
-        norm_cfg=dict(type="BN"),
-        activation="LeakyReLU",
-    ):
+        in_channels: Sequence[int],
+        out_channels: int,
+        use_depthwise: bool = False,
+        kernel_size: int = 5,
+        expand: float = 1,
+        num_blocks: int = 1,
+        use_res: bool = False,
+        num_extra_level: int = 0,
+        upsample_cfg: Mapping[str, Any] = dict(scale_factor=2, mode="bilinear"),
+        norm_cfg: Mapping[str, Any] | None = dict(type="BN"),
+        activation: str | None = "LeakyReLU",
+    ) -> None:
         super().__init__()
         if num_extra_level < 0:
             raise ValueError(f"num_extra_level must be >= 0, got {num_extra_level}")
@@ -258,7 +262,7 @@ class GhostPAN(nn.Module):
             self.extra_lvl_in_conv.append(strided_conv())
             self.extra_lvl_out_conv.append(strided_conv())
 
-    def forward(self, inputs):
+    def forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if len(inputs) != len(self.in_channels):
             raise ValueError(
                 f"GhostPAN expects {len(self.in_channels)} feature maps, got {len(inputs)}"

@@ -1,5 +1,11 @@
 """Detection heads, built from a config node by name."""
 
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch.nn as nn
+
 from ...util.registry import build_from_cfg
 
 from .nanodet_plus_head import NanoDetPlusHead
@@ -11,7 +17,7 @@ HEADS = {
 }
 
 
-def build_head(cfg):
+def build_head(cfg: Mapping[str, Any]) -> nn.Module:
     """Build the head named by ``cfg["name"]`` with the node's other keys as arguments."""
     return build_from_cfg(cfg, HEADS, "head")
 

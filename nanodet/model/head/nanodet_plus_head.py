@@ -5,7 +5,11 @@ Attribute names (``distribution_project``, ``cls_convs``, ``gfl_cls``) are upstr
 keys; keep them.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any, Mapping, Sequence
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -25,6 +29,9 @@ from .assigner.dsl_assigner import DynamicSoftLabelAssigner
 # "no object" everywhere (focal-loss prior) instead of flooding the loss with false positives.
 CLS_BIAS_INIT = -4.595
 CONV_TYPES = {"Conv": ConvModule, "DWConv": DepthwiseConvModule}
+# Assignment targets: labels, label_scores, label_weights [B*P], bbox_targets, dist_targets [B*P, 4]
+# and num_pos [B] (``target_assign``; one image's: [P], [P, 4] and [1]).
+Targets = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class Integral(nn.Module):
@@ -34,18 +41,19 @@ class Integral(nn.Module):
     values are the persistent buffer ``project`` (a state-dict key upstream has too).
     """
 
-    def __init__(self, reg_max=16):
+    def __init__(self, reg_max: int = 16) -> None:
         super().__init__()
         self.reg_max = reg_max
         self.register_buffer("project", torch.linspace(0, reg_max, reg_max + 1))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         leading = x.shape[:-1]
         x = F.softmax(x.reshape(*leading, 4, self.reg_max + 1), dim=-1)
         return F.linear(x, self.project.type_as(x)).reshape(*leading, 4)
 
 
-def multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1):
+def multiclass_nms(bboxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
+                   max_num: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-wise NMS of one image, as upstream's ``multiclass_nms``.
 
     Args:
@@ -81,7 +89,8 @@ def _pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
     return inter / (area[:, :, None] + area[:, None] - inter)
 
 
-def greedy_nms_keep(boxes, labels, valid, iou_threshold):
+def greedy_nms_keep(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                    iou_threshold: float) -> torch.Tensor:
     """Greedy class-wise NMS of padded, score-sorted candidate lists, all images at once.
 
     Args:
@@ -110,7 +119,9 @@ def greedy_nms_keep(boxes, labels, valid, iou_threshold):
         keep = settled
 
 
-def batched_multiclass_nms(bboxes, scores, score_thr, iou_threshold, max_num=-1, prefix=NMS_PREFIX):
+def batched_multiclass_nms(bboxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
+                           max_num: int = -1,
+                           prefix: int = NMS_PREFIX) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``multiclass_nms`` for a whole batch at once, on the device.
 
     Args:
@@ -197,21 +208,21 @@ class NanoDetPlusHead(nn.Module):
 
     def __init__(
         self,
-        num_classes,
-        loss,
-        input_channel,
-        feat_channels=96,
-        stacked_convs=2,
-        kernel_size=5,
-        strides=(8, 16, 32),
-        conv_type="DWConv",
-        norm_cfg=dict(type="BN"),
-        reg_max=7,
-        activation="LeakyReLU",
-        assigner_cfg=dict(topk=13),
-        share_cls_reg=True,
-        batched_assign=True,
-    ):
+        num_classes: int,
+        loss: Mapping[str, Mapping[str, Any]],
+        input_channel: int,
+        feat_channels: int = 96,
+        stacked_convs: int = 2,
+        kernel_size: int = 5,
+        strides: Sequence[int] = (8, 16, 32),
+        conv_type: str = "DWConv",
+        norm_cfg: Mapping[str, Any] | None = dict(type="BN"),
+        reg_max: int = 7,
+        activation: str | None = "LeakyReLU",
+        assigner_cfg: Mapping[str, Any] = dict(topk=13),
+        share_cls_reg: bool = True,
+        batched_assign: bool = True,
+    ) -> None:
         super().__init__()
         if conv_type not in CONV_TYPES:
             raise ValueError(f"head conv_type must be one of {sorted(CONV_TYPES)}, got {conv_type!r}")
@@ -247,7 +258,7 @@ class NanoDetPlusHead(nn.Module):
         self.init_weights()
 
     @property
-    def num_outputs(self):
+    def num_outputs(self) -> int:
         """Channels per prior: class logits then 4 distance distributions."""
         return self.num_classes + 4 * (self.reg_max + 1)
 
@@ -274,7 +285,7 @@ class NanoDetPlusHead(nn.Module):
             )
         return tower
 
-    def init_weights(self):
+    def init_weights(self) -> None:
         for m in self.cls_convs.modules():
             if isinstance(m, nn.Conv2d):
                 normal_init(m, std=0.01)
@@ -282,7 +293,8 @@ class NanoDetPlusHead(nn.Module):
             normal_init(conv, std=0.01, bias=CLS_BIAS_INIT)
 
     # ----------------------------------------------------------------------------- forward
-    def forward(self, feats, with_towers: bool = False):
+    def forward(self, feats: Sequence[torch.Tensor],
+                with_towers: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Raw predictions ``[B, num_priors, num_outputs]``; with ``with_towers``, also the tower
         output of every level (the features after the stacked convs, before ``gfl_cls``), which
         feature distillation compares between a student and its teacher. Both go through
@@ -302,12 +314,13 @@ class NanoDetPlusHead(nn.Module):
             preds = torch.cat([cls_preds.sigmoid(), reg_preds], dim=-1)
         return preds
 
-    def forward_with_towers(self, feats):
+    def forward_with_towers(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(preds, towers)``: see ``forward``."""
         return self(feats, with_towers=True)
 
     # ------------------------------------------------------------------------------ priors
-    def get_single_level_center_priors(self, batch_size, featmap_size, stride, dtype, device):
+    def get_single_level_center_priors(self, batch_size: int, featmap_size: tuple[int, int], stride: int,
+                                       dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
         """``[batch_size, h * w, 4]`` priors (x, y, stride, stride) of one level, row-major;
         a prior's point is the top-left corner of its cell, as upstream."""
         h, w = featmap_size
@@ -319,7 +332,8 @@ class NanoDetPlusHead(nn.Module):
         priors = torch.stack([x, y, strides, strides], dim=-1)
         return priors.unsqueeze(0).repeat(batch_size, 1, 1)
 
-    def get_center_priors(self, input_height, input_width, device, dtype=torch.float32):
+    def get_center_priors(self, input_height: int, input_width: int, device: torch.device | str,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``[num_priors, 4]`` priors of all levels of one image (the same for every image)."""
         levels = [
             self.get_single_level_center_priors(
@@ -329,18 +343,20 @@ class NanoDetPlusHead(nn.Module):
         ]
         return torch.cat(levels, dim=0)
 
-    def decode(self, priors, reg_preds, max_shape=None):
+    def decode(self, priors: torch.Tensor, reg_preds: torch.Tensor,
+               max_shape: tuple[int, int] | None = None) -> torch.Tensor:
         """xyxy boxes from distance-distribution logits; ``priors [P, 4]`` broadcast over any
         leading batch dimensions of ``reg_preds [..., P, 4 * (reg_max + 1)]``."""
         distances = self.distribution_project(reg_preds) * priors[..., 2, None]
         return distance2bbox(priors[..., :2], distances, max_shape=max_shape)
 
-    def split_preds(self, preds):
+    def split_preds(self, preds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``preds [..., num_outputs]`` -> (class logits, box distribution logits)."""
         return preds.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
 
     # -------------------------------------------------------------------------------- loss
-    def loss(self, preds, gt_meta, aux_preds=None, background=True):
+    def loss(self, preds: torch.Tensor, gt_meta: Mapping[str, Any], aux_preds: torch.Tensor | None = None,
+             background: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Detection loss of a batch.
 
         Args:
@@ -427,7 +443,8 @@ class NanoDetPlusHead(nn.Module):
         return self.target_assign(cls_preds, priors, decoded_bboxes, gt_meta)
 
     @torch.no_grad()
-    def target_assign_batched(self, cls_preds, priors, decoded_bboxes, gt_meta):
+    def target_assign_batched(self, cls_preds: torch.Tensor, priors: torch.Tensor, decoded_bboxes: torch.Tensor,
+                              gt_meta: Mapping[str, Any]) -> Targets:
         """:meth:`target_assign` for the whole batch at once: the GT padded to ``[B, G]`` with
         one host-to-device copy, one :class:`BatchedDynamicSoftLabelAssigner` call, and the
         targets built on ``[B, P]`` tensors. The same flat targets as the per-image loop, with
@@ -459,7 +476,8 @@ class NanoDetPlusHead(nn.Module):
         )
 
     @torch.no_grad()
-    def target_assign(self, cls_preds, priors, decoded_bboxes, gt_meta):
+    def target_assign(self, cls_preds: torch.Tensor, priors: torch.Tensor, decoded_bboxes: torch.Tensor,
+                      gt_meta: Mapping[str, Any]) -> Targets:
         """Assign every image of the batch, then concatenate the targets into flat tensors:
         labels, label_scores, label_weights [B*P], bbox_targets, dist_targets [B*P, 4], and
         num_pos [B] (positives per image)."""
@@ -478,8 +496,9 @@ class NanoDetPlusHead(nn.Module):
 
     @torch.no_grad()
     def target_assign_single_img(
-        self, cls_preds, center_priors, decoded_bboxes, gt_bboxes, gt_labels, gt_bboxes_ignore=None
-    ):
+        self, cls_preds: torch.Tensor, center_priors: torch.Tensor, decoded_bboxes: torch.Tensor,
+        gt_bboxes: torch.Tensor, gt_labels: torch.Tensor, gt_bboxes_ignore: torch.Tensor | None = None,
+    ) -> Targets:
         """Targets of one image's ``P`` priors: labels (``num_classes`` = background),
         label_scores (IoU soft labels), label_weights (0 = ignored), bbox_targets,
         dist_targets (in stride units, clamped below ``reg_max``) and num_pos ([1])."""
@@ -511,7 +530,7 @@ class NanoDetPlusHead(nn.Module):
         return labels, label_scores, label_weights, bbox_targets, dist_targets, num_pos
 
     # ------------------------------------------------------------------------ post-process
-    def post_process(self, preds, meta):
+    def post_process(self, preds: torch.Tensor, meta: Mapping[str, Any]) -> dict[int, dict[int, list[list[float]]]]:
         """Detections per image in original-image pixels:
         ``{img_id: {class: [[x0, y0, x1, y1, score], ...] for every class}}``.
 
@@ -539,7 +558,8 @@ class NanoDetPlusHead(nn.Module):
             }
         return det_results
 
-    def detect(self, preds, input_shape):
+    def detect(self, preds: torch.Tensor,
+               input_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Detections of a batch in input-image pixels, decoded and NMS-ed on the device for all
         images at once: ``batched_multiclass_nms``'s ``(image, dets, labels)``."""
         cls_preds, reg_preds = self.split_preds(preds)
@@ -550,7 +570,8 @@ class NanoDetPlusHead(nn.Module):
             scores = cls_preds.float().sigmoid()
         return batched_multiclass_nms(bboxes, scores, self.score_thr, self.nms_iou_threshold, self.max_per_img)
 
-    def get_bboxes(self, cls_preds, reg_preds, img_metas):
+    def get_bboxes(self, cls_preds: torch.Tensor, reg_preds: torch.Tensor,
+                   img_metas: Mapping[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Decode and NMS every image: a list of ``(det_bboxes [K, 5], det_labels [K])`` in
         input-image pixels (boxes clipped to the input)."""
         input_height, input_width = img_metas["img"].shape[2:]

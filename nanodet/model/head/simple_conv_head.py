@@ -5,6 +5,10 @@ main head. Shared (not per-level) GN towers for classes and for boxes, plus a le
 scale per level on the box branch. Attribute names are upstream's state-dict keys.
 """
 
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
 import torch
 import torch.nn as nn
 
@@ -17,16 +21,16 @@ from .nanodet_plus_head import CLS_BIAS_INIT
 class SimpleConvHead(nn.Module):
     def __init__(
         self,
-        num_classes,
-        input_channel,
-        feat_channels=256,
-        stacked_convs=4,
-        strides=(8, 16, 32),
-        conv_cfg=None,
-        norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
-        activation="LeakyReLU",
-        reg_max=16,
-    ):
+        num_classes: int,
+        input_channel: int,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        strides: Sequence[int] = (8, 16, 32),
+        conv_cfg: Mapping[str, Any] | None = None,
+        norm_cfg: Mapping[str, Any] | None = dict(type="GN", num_groups=32, requires_grad=True),
+        activation: str | None = "LeakyReLU",
+        reg_max: int = 16,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = input_channel
@@ -64,13 +68,13 @@ class SimpleConvHead(nn.Module):
         self.gfl_reg = nn.Conv2d(self.feat_channels, 4 * (self.reg_max + 1), 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
 
-    def init_weights(self):
+    def init_weights(self) -> None:
         for m in list(self.cls_convs) + list(self.reg_convs):
             normal_init(m.conv, std=0.01)
         normal_init(self.gfl_cls, std=0.01, bias=CLS_BIAS_INIT)
         normal_init(self.gfl_reg, std=0.01)
 
-    def forward(self, feats):
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         """``[B, num_priors, num_classes + 4 * (reg_max + 1)]``, laid out as the main head's."""
         outputs = []
         for x, scale in zip(feats, self.scales):

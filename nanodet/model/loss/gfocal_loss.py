@@ -4,6 +4,8 @@ Li et al., "Generalized Focal Loss: Learning Qualified and Distributed Bounding 
 Dense Object Detection", https://arxiv.org/abs/2006.04388.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,7 +14,8 @@ from .utils import REDUCTIONS, weighted_loss
 
 
 @weighted_loss
-def quality_focal_loss(pred, target, beta=2.0):
+def quality_focal_loss(pred: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor],
+                       beta: float = 2.0) -> torch.Tensor:
     """QFL per row of ``pred`` (``[N, C]`` logits).
 
     ``target`` is ``(label [N], score [N])``: a label in ``[0, C)`` marks a positive whose
@@ -36,7 +39,7 @@ def quality_focal_loss(pred, target, beta=2.0):
 
 
 @weighted_loss
-def distribution_focal_loss(pred, label):
+def distribution_focal_loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """DFL per row of ``pred`` (``[N, n + 1]`` distribution logits) against a continuous
     target ``label`` in ``[0, n)``: cross-entropy towards the two bins around the target,
     each weighted by its closeness. Returns ``[N]``."""
@@ -59,7 +62,8 @@ def _check_reduction(reduction_override, default):
 class QualityFocalLoss(nn.Module):
     """Quality Focal Loss; only the sigmoid form exists (``use_sigmoid`` must stay True)."""
 
-    def __init__(self, use_sigmoid=True, beta=2.0, reduction="mean", loss_weight=1.0):
+    def __init__(self, use_sigmoid: bool = True, beta: float = 2.0, reduction: str = "mean",
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError("QualityFocalLoss supports only use_sigmoid=True")
@@ -68,7 +72,8 @@ class QualityFocalLoss(nn.Module):
         self.reduction = reduction
         self.loss_weight = loss_weight
 
-    def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None):
+    def forward(self, pred: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor | None = None,
+                avg_factor: float | torch.Tensor | None = None, reduction_override: str | None = None) -> torch.Tensor:
         reduction = _check_reduction(reduction_override, self.reduction)
         return self.loss_weight * quality_focal_loss(
             pred, target, weight, beta=self.beta, reduction=reduction, avg_factor=avg_factor
@@ -78,12 +83,13 @@ class QualityFocalLoss(nn.Module):
 class DistributionFocalLoss(nn.Module):
     """Distribution Focal Loss on the per-edge distance distributions."""
 
-    def __init__(self, reduction="mean", loss_weight=1.0):
+    def __init__(self, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()
         self.reduction = reduction
         self.loss_weight = loss_weight
 
-    def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                avg_factor: float | torch.Tensor | None = None, reduction_override: str | None = None) -> torch.Tensor:
         reduction = _check_reduction(reduction_override, self.reduction)
         return self.loss_weight * distribution_focal_loss(
             pred, target, weight, reduction=reduction, avg_factor=avg_factor

@@ -1,5 +1,7 @@
 """Box overlaps (IoU, IoF, GIoU) and the GIoU loss."""
 
+from __future__ import annotations
+
 import torch
 import torch.nn as nn
 
@@ -8,7 +10,8 @@ from .utils import REDUCTIONS, weighted_loss
 OVERLAP_MODES = ("iou", "iof", "giou")
 
 
-def bbox_overlaps(bboxes1, bboxes2, mode="iou", is_aligned=False, eps=1e-6):
+def bbox_overlaps(bboxes1: torch.Tensor, bboxes2: torch.Tensor, mode: str = "iou", is_aligned: bool = False,
+                  eps: float = 1e-6) -> torch.Tensor:
     """Overlaps between xyxy boxes ``bboxes1 [..., m, 4]`` and ``bboxes2 [..., n, 4]``.
 
     ``mode``: "iou"; "iof" (intersection over the area of ``bboxes1``); or "giou"
@@ -56,7 +59,7 @@ def bbox_overlaps(bboxes1, bboxes2, mode="iou", is_aligned=False, eps=1e-6):
 
 
 @weighted_loss
-def giou_loss(pred, target, eps=1e-7):
+def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """``1 - GIoU`` of aligned xyxy box pairs ``[n, 4]``; returns ``[n]``.
 
     Rezatofighi et al., "Generalized Intersection over Union", https://arxiv.org/abs/1902.09630.
@@ -65,13 +68,14 @@ def giou_loss(pred, target, eps=1e-7):
 
 
 class GIoULoss(nn.Module):
-    def __init__(self, eps=1e-6, reduction="mean", loss_weight=1.0):
+    def __init__(self, eps: float = 1e-6, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()
         self.eps = eps
         self.reduction = reduction
         self.loss_weight = loss_weight
 
-    def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                avg_factor: float | torch.Tensor | None = None, reduction_override: str | None = None) -> torch.Tensor:
         # Upstream returns early, with a host sync, when no weight is positive; the weighted
         # sum below is then zero anyway, so the check is left out.
         if reduction_override not in (None,) + REDUCTIONS:

@@ -1,11 +1,16 @@
 """Element-wise weighting and reduction shared by the detection losses (mmdet's conventions)."""
 
+from __future__ import annotations
+
 import functools
+from typing import Callable
+
+import torch
 
 REDUCTIONS = ("none", "mean", "sum")
 
 
-def reduce_loss(loss, reduction):
+def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     """Reduce an element-wise loss by ``"none"``, ``"mean"`` or ``"sum"``."""
     if reduction == "none":
         return loss
@@ -16,7 +21,8 @@ def reduce_loss(loss, reduction):
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def weight_reduce_loss(loss, weight=None, reduction="mean", avg_factor=None):
+def weight_reduce_loss(loss: torch.Tensor, weight: torch.Tensor | None = None, reduction: str = "mean",
+                       avg_factor: float | torch.Tensor | None = None) -> torch.Tensor:
     """Multiply ``loss`` by ``weight`` (if any), then reduce it.
 
     With ``avg_factor`` the "mean" is ``sum / avg_factor`` (the detection losses average over
@@ -34,7 +40,7 @@ def weight_reduce_loss(loss, weight=None, reduction="mean", avg_factor=None):
     raise ValueError('avg_factor can only be used with reduction="mean" or "none"')
 
 
-def weighted_loss(loss_func):
+def weighted_loss(loss_func: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """Turn ``loss_func(pred, target, **kwargs) -> element-wise loss`` into
     ``f(pred, target, weight=None, reduction="mean", avg_factor=None, **kwargs)``."""
 

@@ -1,5 +1,7 @@
 """Activation layers by name, as upstream NanoDet's configs spell them."""
 
+from __future__ import annotations
+
 import torch.nn as nn
 
 ACTIVATIONS = {
@@ -17,7 +19,7 @@ ACTIVATIONS = {
 }
 
 
-def act_layers(name):
+def act_layers(name: str | None) -> nn.Module:
     """A fresh activation module for ``name`` (None gives an identity)."""
     if name not in ACTIVATIONS:
         known = [key for key in ACTIVATIONS if key is not None]

@@ -4,9 +4,13 @@
 in upstream checkpoints, so they must stay; ``act`` holds no weights.
 """
 
+from __future__ import annotations
+
 import warnings
 from collections.abc import Mapping
+from typing import Any, Sequence
 
+import torch
 import torch.nn as nn
 
 from .activation import act_layers
@@ -41,9 +45,12 @@ class ConvModule(nn.Module):
     ``inplace`` (activations are always in place) are accepted for upstream's signature.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias="auto", conv_cfg=None, norm_cfg=None, activation="ReLU", inplace=True,
-                 order=("conv", "norm", "act")):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool | str = "auto",
+                 conv_cfg: Mapping[str, Any] | None = None, norm_cfg: Mapping[str, Any] | None = None,
+                 activation: str | None = "ReLU", inplace: bool = True,
+                 order: Sequence[str] = ("conv", "norm", "act")) -> None:
         super().__init__()
         if conv_cfg is not None and not isinstance(conv_cfg, Mapping):
             raise TypeError(f"conv_cfg must be a mapping or None, got {conv_cfg!r}")
@@ -67,15 +74,15 @@ class ConvModule(nn.Module):
         self.init_weights()
 
     @property
-    def norm(self):
+    def norm(self) -> nn.Module | None:
         return getattr(self, self.norm_name) if self.norm_name else None
 
-    def init_weights(self):
+    def init_weights(self) -> None:
         kaiming_init(self.conv, nonlinearity=_kaiming_nonlinearity(self.activation))
         if self.norm_name:
             constant_init(self.norm, 1, bias=0)
 
-    def forward(self, x, norm=True):
+    def forward(self, x: torch.Tensor, norm: bool = True) -> torch.Tensor:
         for layer in self.order:
             if layer == "conv":
                 x = self.conv(x)
@@ -94,9 +101,12 @@ class DepthwiseConvModule(nn.Module):
     ``inplace`` is accepted for upstream's signature (activations are always in place).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias="auto",
-                 norm_cfg=dict(type="BN"), activation="ReLU", inplace=True,
-                 order=("depthwise", "dwnorm", "act", "pointwise", "pwnorm", "act")):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, bias: bool | str = "auto",
+                 norm_cfg: Mapping[str, Any] | None = dict(type="BN"), activation: str | None = "ReLU",
+                 inplace: bool = True,
+                 order: Sequence[str] = ("depthwise", "dwnorm", "act", "pointwise", "pwnorm", "act")) -> None:
         super().__init__()
         _check_activation(activation)
         order = tuple(order)
@@ -117,7 +127,7 @@ class DepthwiseConvModule(nn.Module):
             self.act = act_layers(activation)
         self.init_weights()
 
-    def init_weights(self):
+    def init_weights(self) -> None:
         nonlinearity = _kaiming_nonlinearity(self.activation)
         kaiming_init(self.depthwise, nonlinearity=nonlinearity)
         kaiming_init(self.pointwise, nonlinearity=nonlinearity)
@@ -125,7 +135,7 @@ class DepthwiseConvModule(nn.Module):
             constant_init(self.dwnorm, 1, bias=0)
             constant_init(self.pwnorm, 1, bias=0)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer_name in self.order:
             if layer_name == "act":
                 if self.activation:

@@ -1,5 +1,7 @@
 """Weight initialisers with upstream NanoDet's (mmcv-derived) signatures and defaults."""
 
+from __future__ import annotations
+
 import torch.nn as nn
 
 
@@ -8,7 +10,8 @@ def _init_bias(module, bias):
         nn.init.constant_(module.bias, bias)
 
 
-def kaiming_init(module, a=0, mode="fan_out", nonlinearity="relu", bias=0, distribution="normal"):
+def kaiming_init(module: nn.Module, a: float = 0, mode: str = "fan_out", nonlinearity: str = "relu",
+                 bias: float = 0, distribution: str = "normal") -> None:
     if distribution not in ("uniform", "normal"):
         raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
     if distribution == "uniform":
@@ -18,7 +21,7 @@ def kaiming_init(module, a=0, mode="fan_out", nonlinearity="relu", bias=0, distr
     _init_bias(module, bias)
 
 
-def xavier_init(module, gain=1, bias=0, distribution="normal"):
+def xavier_init(module: nn.Module, gain: float = 1, bias: float = 0, distribution: str = "normal") -> None:
     if distribution not in ("uniform", "normal"):
         raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
     if distribution == "uniform":
@@ -28,12 +31,12 @@ def xavier_init(module, gain=1, bias=0, distribution="normal"):
     _init_bias(module, bias)
 
 
-def normal_init(module, mean=0, std=1, bias=0):
+def normal_init(module: nn.Module, mean: float = 0, std: float = 1, bias: float = 0) -> None:
     nn.init.normal_(module.weight, mean, std)
     _init_bias(module, bias)
 
 
-def constant_init(module, val, bias=0):
+def constant_init(module: nn.Module, val: float, bias: float = 0) -> None:
     if getattr(module, "weight", None) is not None:
         nn.init.constant_(module.weight, val)
     _init_bias(module, bias)

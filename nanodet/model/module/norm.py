@@ -1,6 +1,9 @@
 """Normalisation layers from a config dict, named the way upstream names them in state dicts."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping
+from typing import Any
 
 import torch.nn as nn
 
@@ -12,7 +15,7 @@ NORM_LAYERS = {
 }
 
 
-def build_norm_layer(cfg, num_features, postfix=""):
+def build_norm_layer(cfg: Mapping[str, Any], num_features: int, postfix: int | str = "") -> tuple[str, nn.Module]:
     """Build a norm layer from ``{type: BN}`` or ``{type: GN, num_groups: N}``.
 
     Returns ``(name, layer)``; callers register the layer under ``name`` so that

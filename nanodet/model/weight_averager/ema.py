@@ -1,9 +1,12 @@
 """Exponential moving average of a model's parameters and buffers (upstream NanoDet's, after d2go)."""
 
+from __future__ import annotations
+
 import itertools
 import math
 
 import torch
+import torch.nn as nn
 
 
 class ExpMovingAverager:
@@ -21,7 +24,7 @@ class ExpMovingAverager:
         device: if set, the averaged state is kept on this device (e.g. "cpu" to save GPU memory).
     """
 
-    def __init__(self, decay=0.9998, device=None):
+    def __init__(self, decay: float = 0.9998, device: torch.device | str | None = None) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         self.decay = decay
@@ -32,17 +35,17 @@ class ExpMovingAverager:
     def _named_tensors(model):
         return itertools.chain(model.named_parameters(), model.named_buffers())
 
-    def load_from(self, model):
+    def load_from(self, model: nn.Module) -> None:
         """Start the average from ``model``'s current weights."""
         self.state.clear()
         for name, value in self._named_tensors(model):
             value = value.detach().clone()
             self.state[name] = value.to(self.device) if self.device else value
 
-    def has_inited(self):
+    def has_inited(self) -> bool:
         return len(self.state) > 0
 
-    def apply_to(self, model):
+    def apply_to(self, model: nn.Module) -> None:
         """Copy the averaged weights into ``model`` (in place)."""
         with torch.no_grad():
             for name, value in self._named_tensors(model):
@@ -53,15 +56,15 @@ class ExpMovingAverager:
                     )
                 value.copy_(self.state[name])
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return self.state
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.state.clear()
         for name, value in state_dict.items():
             self.state[name] = value.to(self.device) if self.device else value
 
-    def to(self, device):
+    def to(self, device: torch.device | str) -> None:
         """Move the averaged state to ``device`` and keep it there on later updates.
 
         (Upstream moved the state but kept the old ``device``, so the next ``update`` mixed
@@ -71,13 +74,13 @@ class ExpMovingAverager:
         for name, value in self.state.items():
             self.state[name] = value.to(device)
 
-    def calculate_decay(self, iteration):
+    def calculate_decay(self, iteration: int) -> float:
         """Weight of the model's current value at ``iteration`` (upstream's ``calculate_dacay``)."""
         return self.decay * math.exp(-(1 + iteration) / 2000) + (1 - self.decay)
 
     calculate_dacay = calculate_decay  # upstream's spelling
 
-    def update(self, model, iteration):
+    def update(self, model: nn.Module, iteration: int) -> None:
         weight = self.calculate_decay(iteration)
         averaged, current, averaged_int, current_int = [], [], [], []
         for name, value in self._named_tensors(model):

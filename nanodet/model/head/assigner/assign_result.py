@@ -1,5 +1,11 @@
 """The result of matching priors to ground-truth boxes."""
 
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
 
 class AssignResult:
     """Per-prior assignment, upstream's (mmdet's) fields.
@@ -14,18 +20,19 @@ class AssignResult:
             priors without one.
     """
 
-    def __init__(self, num_gts, gt_inds, max_overlaps, labels=None):
+    def __init__(self, num_gts: int, gt_inds: torch.Tensor, max_overlaps: torch.Tensor,
+                 labels: torch.Tensor | None = None) -> None:
         self.num_gts = num_gts
         self.gt_inds = gt_inds
         self.max_overlaps = max_overlaps
         self.labels = labels
 
     @property
-    def num_preds(self):
+    def num_preds(self) -> int:
         return len(self.gt_inds)
 
     @property
-    def info(self):
+    def info(self) -> dict[str, Any]:
         return {
             "num_gts": self.num_gts,
             "num_preds": self.num_preds,

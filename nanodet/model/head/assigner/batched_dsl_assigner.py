@@ -24,6 +24,8 @@ same; only two candidates of exactly equal cost for the same GT could be ordered
 ``topk`` (which does not promise an order among equal values).
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple, Optional
 
 import torch
@@ -52,7 +54,7 @@ class BatchedAssignResult(NamedTuple):
     positive: torch.Tensor
 
 
-def batched_center_in_gt_mask(priors, gt_bboxes):
+def batched_center_in_gt_mask(priors: torch.Tensor, gt_bboxes: torch.Tensor) -> torch.Tensor:
     """``[B, P, G]`` bool: whether each prior centre (``priors [P, >=2]``) lies strictly inside
     each GT box (``gt_bboxes [B, G, 4]``)."""
     # Four comparisons instead of the per-image path's min over a [P, G, 4] stack of
@@ -62,7 +64,7 @@ def batched_center_in_gt_mask(priors, gt_bboxes):
     return (cx > x0) & (cy > y0) & (x1 > cx) & (y1 > cy)
 
 
-def batched_soft_label_cls_cost(cls_logits, gt_labels, ious):
+def batched_soft_label_cls_cost(cls_logits: torch.Tensor, gt_labels: torch.Tensor, ious: torch.Tensor) -> torch.Tensor:
     """``[B, P, G]`` classification cost; :func:`dsl_assigner.soft_label_cls_cost` for a batch
     (the same O(P*C + P*G) split of the sum over classes).
 
@@ -84,7 +86,7 @@ class BatchedDynamicSoftLabelAssigner:
     """Args: as :class:`DynamicSoftLabelAssigner` (``topk``, ``iou_factor``,
     ``ignore_iof_thr``)."""
 
-    def __init__(self, topk=13, iou_factor=3.0, ignore_iof_thr=-1):
+    def __init__(self, topk: int = 13, iou_factor: float = 3.0, ignore_iof_thr: float = -1) -> None:
         self.topk = topk
         self.iou_factor = iou_factor
         self.ignore_iof_thr = ignore_iof_thr
@@ -92,12 +94,12 @@ class BatchedDynamicSoftLabelAssigner:
     @torch.no_grad()
     def assign(
         self,
-        pred_scores,
-        priors,
-        decoded_bboxes,
-        gt_bboxes,
-        gt_labels,
-        gt_valid,
+        pred_scores: torch.Tensor,
+        priors: torch.Tensor,
+        decoded_bboxes: torch.Tensor,
+        gt_bboxes: torch.Tensor,
+        gt_labels: torch.Tensor,
+        gt_valid: torch.Tensor,
         gt_bboxes_ignore: Optional[torch.Tensor] = None,
         ignore_valid: Optional[torch.Tensor] = None,
     ) -> BatchedAssignResult:
@@ -156,7 +158,8 @@ class BatchedDynamicSoftLabelAssigner:
             gt_inds = gt_inds.masked_fill(ignored, -1)
         return BatchedAssignResult(gt_inds, labels, max_overlaps, gt_inds > 0)
 
-    def dynamic_k_matching(self, cost, ious, candidates, gt_valid):
+    def dynamic_k_matching(self, cost: torch.Tensor, ious: torch.Tensor, candidates: torch.Tensor,
+                           gt_valid: torch.Tensor) -> torch.Tensor:
         """``[B, P, G]`` bool matching; :meth:`DynamicSoftLabelAssigner.dynamic_k_matching`
         over a padded batch (see the module docstring)."""
         num_priors = cost.size(1)

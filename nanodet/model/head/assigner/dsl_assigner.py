@@ -15,6 +15,8 @@ Everything is tensor arithmetic over ``[num_priors, num_gts]`` matrices: no Pyth
 GTs or priors and no host sync, so the per-image call can later be batched over images.
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +27,7 @@ from .assign_result import AssignResult
 INF = 100000000.0
 
 
-def center_in_gt_mask(priors, gt_bboxes):
+def center_in_gt_mask(priors: torch.Tensor, gt_bboxes: torch.Tensor) -> torch.Tensor:
     """``[P, G]`` bool: whether the center (first two columns of ``priors``) lies strictly
     inside each GT box."""
     centers = priors[:, :2]
@@ -34,7 +36,7 @@ def center_in_gt_mask(priors, gt_bboxes):
     return torch.cat([left_top, right_bottom], dim=-1).min(dim=-1).values > 0
 
 
-def soft_label_cls_cost(cls_logits, gt_labels, ious):
+def soft_label_cls_cost(cls_logits: torch.Tensor, gt_labels: torch.Tensor, ious: torch.Tensor) -> torch.Tensor:
     """``[P, G]`` classification cost of prior p for GT g.
 
     The soft label is zero for every class except g's, where it is IoU(p, g), so the sum
@@ -62,15 +64,16 @@ class DynamicSoftLabelAssigner:
             inside an ignore box (``gt_bboxes_ignore``) are ignored; <= 0 disables it.
     """
 
-    def __init__(self, topk=13, iou_factor=3.0, ignore_iof_thr=-1):
+    def __init__(self, topk: int = 13, iou_factor: float = 3.0, ignore_iof_thr: float = -1) -> None:
         self.topk = topk
         self.iou_factor = iou_factor
         self.ignore_iof_thr = ignore_iof_thr
 
     @torch.no_grad()
     def assign(
-        self, pred_scores, priors, decoded_bboxes, gt_bboxes, gt_labels, gt_bboxes_ignore=None
-    ):
+        self, pred_scores: torch.Tensor, priors: torch.Tensor, decoded_bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
+        gt_labels: torch.Tensor, gt_bboxes_ignore: torch.Tensor | None = None,
+    ) -> AssignResult:
         """Match the priors of one image to its GT boxes.
 
         Args:
@@ -121,7 +124,7 @@ class DynamicSoftLabelAssigner:
             gt_inds = gt_inds.masked_fill(iof.max(dim=1).values > self.ignore_iof_thr, -1)
         return AssignResult(num_gts, gt_inds, max_overlaps, labels=labels)
 
-    def dynamic_k_matching(self, cost, ious, candidates):
+    def dynamic_k_matching(self, cost: torch.Tensor, ious: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """``[P, G]`` bool matching: each GT takes its dynamic-k cheapest candidates, then a
         prior claimed by several GTs keeps only its cheapest GT (over all GTs, as upstream).
 

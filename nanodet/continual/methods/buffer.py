@@ -1,0 +1,168 @@
+"""A replay buffer of earlier tasks' training images, replayed beside the current task's.
+
+Every batch is half current task, half buffer; buffer images keep only their own task's boxes;
+the epoch ends when the current task's images are used up. The buffer is filled after each task
+and persisted in the task's folder, so a resumed run finds it.
+
+Policies (``buffer_policy``):
+    random    after task 0, ``buffer_size`` random task-0 images; after a later task, half old
+              and half new at random (a new task with fewer than half a buffer of images keeps
+              all of them and fills the rest with old ones). The paper's policy.
+    balanced  every seen class gets an equal share of the buffer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+import torch
+
+from ...data.dataset import ImageRecord
+from ...trainer.builders import build_train_loader, distributed_rank
+from ...util.io import atomic_write_json
+from .parts import Part
+from .settings import BUFFER_POLICIES
+
+if TYPE_CHECKING:
+    from ...util.config import CfgNode
+    from .base import TaskContext
+
+POLICIES = BUFFER_POLICIES
+@dataclasses.dataclass
+class BufferItem:
+    record: ImageRecord  # holds only the boxes of ``task``'s classes
+    task: int
+
+
+def _pick(rng, items, count):
+    if count >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.choice(len(items), size=count, replace=False))]
+
+
+def select_random(rng: np.random.Generator, old: list[BufferItem], new: list[BufferItem],
+                  size: int) -> list[BufferItem]:
+    if not old:
+        return _pick(rng, new, size)
+    new_count = min(len(new), size // 2)
+    old_count = min(len(old), size - new_count)
+    return _pick(rng, old, old_count) + _pick(rng, new, new_count)
+
+
+def select_balanced(rng: np.random.Generator, old: list[BufferItem], new: list[BufferItem],
+                    size: int) -> list[BufferItem]:
+    """An equal share per seen class; an image counts for every class it holds."""
+    candidates = old + new
+    classes = sorted({int(c) for item in candidates for c in item.record.labels})
+    share = size // max(len(classes), 1)
+    chosen, taken = [], set()
+    for c in classes:
+        holders = [i for i, item in enumerate(candidates) if c in item.record.labels and i not in taken]
+        for i in _pick(rng, holders, share):
+            taken.add(i)
+            chosen.append(candidates[i])
+    rest = [i for i in range(len(candidates)) if i not in taken]
+    chosen += [candidates[i] for i in _pick(rng, rest, size - len(chosen))]
+    return chosen
+
+
+SELECTIONS = {"random": select_random, "balanced": select_balanced}
+
+
+class ReplayBatchSampler(torch.utils.data.Sampler):
+    """Indices into the current task's images followed by the buffer's: half of each batch from each.
+
+    Current-task images are each used once per epoch; buffer images are drawn in random order,
+    cycling when the buffer is smaller than the epoch's share. Under DDP every rank draws the same
+    epoch (same seed) and takes every ``world``-th batch, the same number on each rank.
+    """
+
+    def __init__(self, num_current: int, num_buffer: int, batch_size: int, seed: int):
+        self.num_current, self.num_buffer = num_current, num_buffer
+        self.current_per_batch = max(batch_size - batch_size // 2, 1)
+        self.buffer_per_batch = batch_size // 2
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s batches next (Lightning calls this; a resumed fit so continues
+        with the epoch it stopped at, not with the first)."""
+        self.epoch = epoch
+
+    def _global_len(self):
+        return max(self.num_current // self.current_per_batch, 1)
+
+    def __len__(self):
+        _, world = distributed_rank()
+        return max(self._global_len() // world, 1)
+
+    def __iter__(self):
+        rank, world = distributed_rank()
+        batches = list(self._epoch_batches())
+        needed = len(self) * world  # every rank gets len(self) batches, even from a tiny epoch
+        batches = (batches * -(-needed // len(batches)))[:needed]
+        yield from batches[rank::world]
+
+    def _epoch_batches(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        current = rng.permutation(self.num_current)
+        needed = self._global_len() * self.buffer_per_batch
+        buffer = np.concatenate([rng.permutation(self.num_buffer)
+                                 for _ in range(-(-needed // max(self.num_buffer, 1)))])[:needed]
+        for b in range(self._global_len()):
+            cur = current[b * self.current_per_batch:(b + 1) * self.current_per_batch]
+            buf = buffer[b * self.buffer_per_batch:(b + 1) * self.buffer_per_batch] + self.num_current
+            yield [int(i) for i in np.concatenate([cur, buf])]
+
+
+class ImageReplay(Part):
+    """``size`` earlier-task images (``policy``: random or balanced), half of every batch."""
+
+    def __init__(self, size: int, policy: str = "random"):
+        if policy not in SELECTIONS:
+            raise ValueError(f"buffer policy must be one of {POLICIES}, got {policy!r}")
+        self.size, self.policy = size, policy
+        self.buffer: list[BufferItem] = []
+
+    # ------------------------------------------------------------------ the buffer
+    def on_task_end(self, context: TaskContext, model: torch.nn.Module) -> None:
+        rng = np.random.default_rng([context.seed, context.index, 7])
+        new = [BufferItem(r, context.index) for r in context.train_dataset.records]
+        self.buffer = SELECTIONS[self.policy](rng, self.buffer, new, self.size)
+
+    def save_state(self, task_dir: Path) -> None:
+        atomic_write_json(Path(task_dir) / "buffer.json", [
+            {"task": item.task, "id": item.record.id, "file_name": item.record.file_name,
+             "height": item.record.height, "width": item.record.width, "boxes": item.record.boxes,
+             "labels": item.record.labels, "difficult": item.record.difficult}
+            for item in self.buffer
+        ])
+
+    def load_state(self, task_dir: Path) -> None:
+        path = Path(task_dir) / "buffer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the replay buffer of a finished task is missing")
+        self.buffer = [BufferItem(ImageRecord(**{k: v for k, v in entry.items() if k != "task"}), entry["task"])
+                       for entry in json.loads(path.read_text())]
+
+    def buffer_bytes(self) -> int:
+        """Memory of the stored images (decoded, uint8) and their boxes and labels."""
+        return sum(item.record.height * item.record.width * 3 + item.record.boxes.nbytes + item.record.labels.nbytes
+                   for item in self.buffer)
+
+    # ------------------------------------------------------------------ batches
+    def train_dataloader(self, context: TaskContext, cfg: CfgNode,
+                         device: torch.device | str) -> Iterable[dict[str, Any]] | None:
+        if not self.buffer:
+            return None  # the method's plain loader
+        # One dataset of the current task's images followed by the buffer's, so the same batches
+        # come from the CPU pipeline or from the GPU augmentation.
+        current = context.train_dataset
+        combined = current.with_records(list(current.records) + [item.record for item in self.buffer])
+        sampler = ReplayBatchSampler(len(current), len(self.buffer), cfg.device.batchsize_per_gpu,
+                                     seed=context.seed + context.index)
+        return build_train_loader(combined, cfg, device, seed=context.seed + context.index, batch_sampler=sampler)
