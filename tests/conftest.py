@@ -19,7 +19,26 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # for ``import fixtures_data`` in any import mode
 
+from fixtures_checkout import added_by_the_suite, checkout_state  # noqa: E402
 from fixtures_data import make_detection_images, write_coco, write_voc, write_yolo  # noqa: E402
+
+_CHECKOUT_BEFORE = []
+
+
+def pytest_sessionstart(session):
+    _CHECKOUT_BEFORE.append(checkout_state())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails when it wrote into the checkout (a tool's default save_dir, run folder...)."""
+    added = added_by_the_suite(_CHECKOUT_BEFORE[0] if _CHECKOUT_BEFORE else None, checkout_state())
+    if added:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["the test suite wrote into the checkout (tests must write to temporary folders):", *added[:20]]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 SYNTHETIC_CLASSES = ["red", "green", "blue"]
 NORMALIZE = [[103.53, 116.28, 123.675], [57.375, 57.12, 58.395]]

@@ -306,3 +306,15 @@ def test_the_scoring_worker_yields_the_host_to_training():
     finally:
         scorer.close()
     assert niceness >= 10 and threads == 1
+
+
+def test_a_run_with_best_handover_writes_only_inside_its_run_directory(tmp_path):
+    # The fit validates every epoch and keeps the best; upstream's model_best/ under cfg.save_dir
+    # (a tool's workspace, by default inside the checkout) must not be written by a continual run.
+    cfg = fixtures_continual.tiny_cfg(tmp_path / "data", extra=["schedule.val_intervals=1",
+                                                                f"save_dir={tmp_path / 'workspace'}"])
+    runner = ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"),
+                             run_dir=tmp_path / "run", seed=7, progress_bar=False, handover="best")
+    assert runner.run()["finished"]
+    assert not (tmp_path / "workspace").exists()
+    assert (tmp_path / "run" / "task_1" / "done.json").is_file()

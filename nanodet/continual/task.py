@@ -56,6 +56,11 @@ class ContinualTask(TrainingTask):
         if self.compile_mode and self.method.teacher is not None:  # its own compiled parts
             self._compiled_parts += compiling.compile_detector(self.method.teacher.model, self.compile_mode)
 
+    def best_weights_dir(self) -> None:
+        # A continual run writes only inside its run directory: the best epoch (``--handover best``)
+        # is the task folder's model_best.ckpt, not upstream's model_best/ under cfg.save_dir.
+        return None
+
     def on_train_epoch_start(self) -> None:
         self.set_loader_epoch()  # no aux head in continual runs, so no epoch-dependent detaching
 

@@ -380,9 +380,14 @@ class TrainingTask(pl.LightningModule):
             )
             if scalars[save_key] > self.best_metric:
                 self.best_metric = scalars[save_key]
-                best_dir = Path(self.cfg.save_dir) / "model_best"
-                save_model_state(best_dir / "nanodet_model_best.pth", self.eval_model)
-                atomic_write_json(best_dir / "eval_results.json", {"epoch": self.current_epoch + 1, **results})
+                best_dir = self.best_weights_dir()
+                if best_dir is not None:
+                    save_model_state(best_dir / "nanodet_model_best.pth", self.eval_model)
+                    atomic_write_json(best_dir / "eval_results.json", {"epoch": self.current_epoch + 1, **results})
+
+    def best_weights_dir(self) -> Path | None:
+        """Where the best epoch's plain weights and metrics go (upstream's ``model_best/``), or None."""
+        return Path(self.cfg.save_dir) / "model_best"
 
     def _evaluate_collected(self):
         """Gather detections from every rank, evaluate on rank 0, share the metrics with all."""
