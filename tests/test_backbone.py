@@ -1,4 +1,5 @@
 import logging
+import os
 
 import pytest
 
@@ -157,32 +158,34 @@ def test_pretrain_missing_file_names_it(tmp_path):
         shufflenet(model_size="1.0x", pretrain=str(missing))
 
 
-def test_pretrain_true_downloads_torchvision_url_through_hub(monkeypatch):
+def no_network(monkeypatch):
+    def refuse(url, **kwargs):
+        raise AssertionError(f"the network was asked for {url}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def test_pretrain_true_reads_torchvisions_file_from_the_hub_cache_without_the_network(monkeypatch, tmp_path):
+    no_network(monkeypatch)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     reference = torchvision.models.shufflenet_v2_x1_0(weights=None)
-    requested = []
-
-    def fake_hub(url, **kwargs):
-        requested.append(url)
-        return reference.state_dict()
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_hub)
+    url = torchvision.models.ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.url
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / os.path.basename(url))
     model = ShuffleNetV2(model_size="1.0x", pretrain=True)
-    assert requested == [torchvision.models.ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.url]
     assert torch.equal(model.conv1[0].weight, reference.conv1[0].weight)
 
 
-def test_pretrain_true_offline_explains_file_cache_and_path_option(monkeypatch):
-    def offline(url, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+def test_pretrain_true_without_the_file_says_what_to_put_where_and_downloads_nothing(monkeypatch, tmp_path):
+    no_network(monkeypatch)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
     with pytest.raises(SystemExit) as error:  # one line from a command, not a traceback
         run_main(lambda argv: ShuffleNetV2(model_size="1.0x", pretrain=True), [])
     message = str(error.value)
-    assert message.startswith("error: ShuffleNetV2") or message.startswith("error: ")
-    assert "shufflenetv2_x1-5666bf0f80.pth" in message
-    assert hub_checkpoint_dir() in message
-    assert "path" in message
+    assert message.startswith("error: ShuffleNetV2: pretrain: true needs torchvision's ImageNet weights")
+    assert "shufflenetv2_x1-5666bf0f80.pth" in message and "nothing is downloaded" in message
+    assert hub_checkpoint_dir() in message and "path of a weights file" in message
 
 
 def test_mobilenetv2_pretrain_true_for_unpublished_width_says_so():

