@@ -318,3 +318,33 @@ def test_a_run_with_best_handover_writes_only_inside_its_run_directory(tmp_path)
     assert runner.run()["finished"]
     assert not (tmp_path / "workspace").exists()
     assert (tmp_path / "run" / "task_1" / "done.json").is_file()
+
+
+def test_compare_leaves_out_unfinished_runs_and_labels_runs_by_what_differs(finished_run, tmp_path):
+    import shutil
+
+    from nanodet.continual.report import compare_runs
+
+    source, _ = finished_run
+    results = json.loads((source / "run" / "results.json").read_text())
+
+    def variant(name, **changes):
+        folder = tmp_path / name
+        shutil.copytree(source / "run", folder)
+        (folder / "results.json").write_text(json.dumps({**results, **changes}))
+        return folder
+
+    other_seed = variant("seed8", seed=results["seed"] + 1)
+    balanced = variant("balanced", method={**results["method"], "buffer_policy": "balanced"})
+    stopped = variant("stopped", finished=False, per_task=results["per_task"][:1])
+    table = compare_runs([source / "run", other_seed, stopped], tmp_path / "cmp")
+    seed = results["seed"]
+    assert [row[0] for row in table["rows"]] == [f"naive (seed {seed})", f"naive (seed {seed + 1})"]
+    assert table["skipped"] == [f"{stopped} (1 of 2 tasks)"]
+    assert "Left out, unfinished" in (tmp_path / "cmp" / "comparison.md").read_text()
+    table = compare_runs([source / "run", balanced, stopped], tmp_path / "cmp2", include_unfinished=True)
+    assert [row[0] for row in table["rows"]] == [
+        "naive (buffer policy None)", "naive (buffer policy balanced)",
+        "naive (buffer policy None) [unfinished: 1 of 2 tasks]"]
+    with pytest.raises(ValueError, match="no finished run"):
+        compare_runs([stopped], tmp_path / "cmp3")

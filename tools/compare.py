@@ -21,11 +21,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories (each holds a results.json)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--include-unfinished", action="store_true",
+                        help="show runs that have not finished their tasks, marked (default: leave them out)")
     args = parser.parse_args(argv)
     try:
-        table = compare_runs(args.runs, args.out)
+        table = compare_runs(args.runs, args.out, include_unfinished=args.include_unfinished)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    for skipped in table["skipped"]:
+        print(f"left out, unfinished: {skipped}")
     print((Path(args.out) / "comparison.md").read_text())
     return table
 

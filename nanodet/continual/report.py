@@ -73,7 +73,8 @@ def _save_figure(fig, path: Path):
     atomic_write(path, write)
 
 
-def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None) -> None:
+def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None,
+                      labels: Sequence[str] | None = None) -> None:
     """mAP@[.5:.95] of the seen classes after each task, one line per run (the paper's 15p1 figure)."""
     import matplotlib
 
@@ -81,9 +82,10 @@ def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for run in runs:
+    labels = labels or [run_label(run) for run in runs]
+    for run, label in zip(runs, labels):
         values = [e["mAP"] if e["mAP"] is not None else math.nan for e in run["per_task"]]
-        ax.plot(range(len(values)), values, marker="o", label=run_label(run))
+        ax.plot(range(len(values)), values, marker="o", label=label)
     if runs:
         ax.set_xticks(range(max(len(r["per_task"]) for r in runs)))
         ax.set_xticklabels([f"T{t}" for t in range(max(len(r["per_task"]) for r in runs))])
@@ -96,22 +98,37 @@ def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None
     plt.close(fig)
 
 
-def plot_map_vs_memory(runs: Sequence[dict], path: Path) -> None:
-    """Final mAP against parameters held in memory during training (the paper's 19p1 figure)."""
+def plot_map_vs_memory(runs: Sequence[dict], path: Path, labels: Sequence[str] | None = None) -> None:
+    """Final mAP against parameters held in memory during training (the paper's 19p1 figure).
+    Labels sit in a column right of the points, in the points' vertical order and at least a
+    line apart, each joined to its point, so that close points keep readable labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for run in runs:
+    fig, ax = plt.subplots(figsize=(8.0, 4.6))
+    labels = labels or [run_label(run) for run in runs]
+    points = []
+    for run, label in zip(runs, labels):
         params = run["parameters"]["in_memory"] / 1e6
         final = run["final"]["mAP"]
         ax.scatter([params], [final if final is not None else math.nan], s=40)
-        note = run_label(run)
         if run.get("buffer_bytes"):
-            note += f" (+{run['buffer_bytes'] / 1e6:.0f} MB buffer)"
-        ax.annotate(note, (params, final or 0), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            label += f" (+{run['buffer_bytes'] / 1e6:.0f} MB buffer)"
+        points.append((params, final if final is not None else 0.0, label))
+    if points:
+        low = min(y for _, y, _ in points)
+        high = max(y for _, y, _ in points)
+        # Evenly spread over the points' range, and at least a tenth of it apart (a line of text).
+        step = max((high - low) / max(len(points) - 1, 1), (high - low) * 0.1, 1e-3)
+        right = max(x for x, _, _ in points)
+        span = max(right - min(x for x, _, _ in points), 0.1)
+        for rank, (x, y, label) in enumerate(sorted(points, key=lambda p: p[1])):
+            ax.annotate(label, (x, y), xytext=(right + 0.15 * span, low + rank * step), fontsize=8,
+                        va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+        ax.set_xlim(right=right + 0.9 * span)
+        ax.set_ylim(low - step, max(high, low + (len(points) - 1) * step) + step)
     ax.set_xlabel("parameters in memory during training (M)")
     ax.set_ylabel("final mAP@[.5:.95], all seen classes")
     ax.set_title(f"{runs[0]['scenario']} on {runs[0]['config_name']}" if runs else "")
@@ -147,8 +164,33 @@ def write_reports(run_dir: Path, results: dict) -> None:
 
 
 # ---------------------------------------------------------------------- comparisons
+def distinct_labels(runs: Sequence[dict]) -> list[str]:
+    """Each run's ``run_label``, plus, among runs whose labels are equal, the settings in which they
+    differ (``ld (alpha 2.0)`` beside ``ld (alpha 1.0)``), then their seeds; an unfinished run is
+    marked with the tasks it finished."""
+    labels = [run_label(r) for r in runs]
+    out = list(labels)
+    for label in set(labels):
+        group = [i for i, other in enumerate(labels) if other == label]
+        if len(group) < 2:
+            continue
+        settings = [runs[i]["method"] for i in group]
+        differing = [key for key in dict.fromkeys(k for s in settings for k in s)
+                     if len({repr(s.get(key)) for s in settings}) > 1]
+        if not differing and len({runs[i].get("seed") for i in group}) > 1:
+            differing = ["seed"]
+        for i, method in zip(group, settings):
+            values = {**method, "seed": runs[i].get("seed")}
+            if differing:
+                out[i] += " (" + ", ".join(f"{k.replace('_', ' ')} {values.get(k)}" for k in differing) + ")"
+    for i, run in enumerate(runs):
+        if not run.get("finished"):
+            out[i] += f" [unfinished: {len(run['per_task'])} of {len(run.get('tasks') or [])} tasks]"
+    return out
+
+
 COMPARE_COLUMNS = [
-    ("run", lambda r: run_label(r)),
+    ("run", None),  # distinct_labels: needs every run
     ("scenario", lambda r: r["scenario"]),
     ("final mAP", lambda r: r["final"]["mAP"]),
     ("final VOC mAP@0.5", lambda r: r["final"]["voc_mAP50"]),
@@ -169,13 +211,23 @@ def load_run(run_dir: str | Path) -> dict:
     return read_results(path)
 
 
-def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
-    """One table (markdown and CSV) and the paper's two plots for several runs."""
-    runs = [load_run(d) for d in run_dirs]
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path,
+                 include_unfinished: bool = False) -> dict[str, Any]:
+    """One table (markdown and CSV) and the paper's two plots for several runs. A run that has not
+    finished its tasks is left out (listed under ``skipped``), or, with ``include_unfinished``,
+    shown and marked: its last task is not the scenario's."""
+    loaded = [(Path(d), load_run(d)) for d in run_dirs]
+    runs = [r for _, r in loaded if include_unfinished or r.get("finished")]
+    skipped = [f"{d} ({len(r['per_task'])} of {len(r.get('tasks') or [])} tasks)"
+               for d, r in loaded if not (include_unfinished or r.get("finished"))]
+    if not runs:
+        raise ValueError("no finished run among " + ", ".join(str(d) for d, _ in loaded)
+                         + " (--include-unfinished shows unfinished ones)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     header = [name for name, _ in COMPARE_COLUMNS]
-    rows = [[get(r) for _, get in COMPARE_COLUMNS] for r in runs]
+    labels = distinct_labels(runs)
+    rows = [[label, *(get(r) for _, get in COMPARE_COLUMNS[1:])] for label, r in zip(labels, runs)]
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -188,7 +240,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
         md.append("| " + " | ".join(_cell(name, v) for name, v in zip(header, row)) + " |")
     notes = ("mAP: COCO mAP@[.5:.95]; VOC mAP@0.5: all-point, difficult ignored; both over all seen "
              "classes after the last task. Parameters in memory: student plus teacher during training.")
+    if skipped:
+        notes += "\n\nLeft out, unfinished: " + "; ".join(skipped) + "."
     atomic_write_text(out_dir / "comparison.md", "\n".join(md) + "\n\n" + notes + "\n")
-    plot_map_per_task(runs, out_dir / "map_per_task.png")
-    plot_map_vs_memory(runs, out_dir / "map_vs_memory.png")
-    return {"header": header, "rows": rows}
+    plot_map_per_task(runs, out_dir / "map_per_task.png", labels=labels)
+    plot_map_vs_memory(runs, out_dir / "map_vs_memory.png", labels=labels)
+    return {"header": header, "rows": rows, "skipped": skipped}
