@@ -348,3 +348,10 @@ def test_compare_leaves_out_unfinished_runs_and_labels_runs_by_what_differs(fini
         "naive (buffer policy None) [unfinished: 1 of 2 tasks]"]
     with pytest.raises(ValueError, match="no finished run"):
         compare_runs([stopped], tmp_path / "cmp3")
+
+
+def test_a_missing_pretrained_weights_file_is_refused_before_any_data_is_read(tmp_path):
+    cfg = fixtures_continual.tiny_cfg(tmp_path / "data", extra=[f"model.arch.backbone.pretrain={tmp_path / 'no.pth'}"])
+    with pytest.raises(FileNotFoundError, match="no.pth"):
+        ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"), run_dir=tmp_path / "run")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

@@ -38,6 +38,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ..evaluator import CocoDetectionEvaluator
 from ..model.arch import build_model
+from ..model.backbone import check_pretrained_weights
 from ..trainer.builders import build_dataloader, build_trainer, resolve_devices
 from ..trainer.evaluate import EvalImages, predict_detections
 from ..util.check_point import CheckpointError, load_model_weight, read_checkpoint, save_model_state
@@ -149,6 +150,7 @@ class ContinualRunner:
         if self.base_model is not None and not self.base_model.is_file():
             raise RunError(f"--base-model {self.base_model}: no such file (give a task_0/model.pth "
                            "of an earlier run, or any plain state dict of this config's model)")
+        check_pretrained_weights(cfg.model.arch.backbone)  # a missing weights file, before any data is read
         self.logger = get_logger()
         self._eval_images = None  # EvalImages of the test split, made at the first evaluation
 
