@@ -61,3 +61,11 @@ def test_a_bad_device_is_one_line_naming_the_flag_and_the_value():
         args += ["--path", "x", "--save-dir", "y"] if tool == "inference" else []
         with pytest.raises(SystemExit, match=r"^error: --device 'tpu': expected cpu, cpu:N, cuda, cuda:0 or cuda:0,1$"):
             run_main(load_tool(tool).main, args)
+
+
+def test_a_bad_device_stops_an_entry_point_in_one_line_before_anything_runs(tmp_path):
+    from nanodet.continual.cli import main
+
+    with pytest.raises(SystemExit, match=r"^error: --device 'tpu': expected cpu, cpu:N, cuda, cuda:0 or cuda:0,1$"):
+        main("naive", ["cfg/demo.yml", "--task", "15p1", "--device", "tpu", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

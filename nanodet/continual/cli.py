@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ..util.cli import (USER_ERRORS, add_config_arg, add_config_override_arg, config_from_args, describe_error,
-                        is_user_error, parse_args)
+from ..util.cli import (USER_ERRORS, add_config_arg, add_config_override_arg, add_device_arg, config_from_args,
+                        describe_error, is_user_error, parse_args)
 from .methods import METHODS, build_method
 from .methods.settings import add_flags, values_for
 from .runner import ContinualRunner, RunError
@@ -24,7 +24,7 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     add_config_arg(parser, example="cfg/VOC.yml or cfg/demo.yml")
     parser.add_argument("--out", default=None, help="run directory (default runs/<config>/<scenario>/<method>)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234, the paper's)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 or cuda:0,1 (default: the config's)")
+    add_device_arg(parser)
     parser.add_argument("--restart", action="store_true",
                         help="discard the run directory's finished tasks and start over")
     parser.add_argument("--handover", choices=("last", "best"), default="last",
@@ -52,7 +52,10 @@ def main(method: str, argv: Sequence[str] | None = None, description: str = "",
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback, not one line")
     for switch, (_, help_text) in variants.items():
         parser.add_argument(f"--{switch}", action="store_true", help=help_text)
-    args = parse_args(parser, argv)
+    try:
+        args = parse_args(parser, argv)
+    except ValueError as err:  # a bad --device: one line, before anything runs
+        raise SystemExit(f"error: {err}") from None
     method = next((name for switch, (name, _) in variants.items() if getattr(args, switch)), method)
     try:
         cfg = config_from_args(args.config, args)
