@@ -79,6 +79,41 @@ def test_a_two_task_run_writes_every_output(finished_run):
     assert "| 1 |" in (run / "results.md").read_text()
 
 
+def test_the_per_task_plot_starts_at_zero_and_says_what_the_run_is(finished_run, tmp_path, monkeypatch):
+    from nanodet.continual import report
+
+    figures = []
+    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+    report.write_reports(tmp_path, finished_run[1])
+    (axes,) = figures[0].axes
+    assert axes.get_ylim()[0] == 0  # a drop looks as large as it is, not as large as the spread
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend == ["naive: seed 7, 1 epoch per task, batch 8"]
+
+
+def test_the_console_shows_each_summary_once_and_run_log_keeps_every_table(tmp_path):
+    import io
+    import logging
+
+    from nanodet.util import get_logger
+
+    console = next(h for h in get_logger().handlers if type(h) is logging.StreamHandler)
+    shown = io.StringIO()
+    previous = console.setStream(shown)
+    try:
+        make_runner(tmp_path).run()
+        logging.getLogger("nanodet.evaluator.coco_detection").info("a table after the run")
+    finally:
+        console.setStream(previous)
+    shown, saved = shown.getvalue(), (tmp_path / "run" / "run.log").read_text()
+    summary = "task 1/1 [pentagon+crescent+"
+    assert shown.count(summary) == 1 and saved.count(summary) == 1
+    assert f"finished: {tmp_path / 'run'} holds results.md" in shown
+    for detail in ("VOC mAP@0.5:", "class    |", "GPU available"):  # tables and Lightning's notices
+        assert detail not in shown and detail in saved, detail
+    assert "a table after the run" in shown  # outside a run (tools/test.py) the tables are the output
+
+
 def test_each_task_reports_where_its_time_went(finished_run):
     _, results = finished_run
     for entry in results["per_task"]:
@@ -195,6 +230,7 @@ def test_scores_from_the_worker_process_equal_those_computed_in_place(finished_r
     for a, b in zip(in_place["per_task"], in_worker["per_task"]):
         for key in ("mAP", "AP50", "voc_mAP50", "per_class_AP", "per_class_voc_AP50", "old_mAP", "new_mAP"):
             assert a[key] == b[key], key
+    assert (tmp_path / "run" / "run.log").read_text().count("VOC mAP@0.5:") == 2  # the worker's tables too
     assert not list((tmp_path / "run").glob("task_*/detections.npz"))  # removed once scored
 
 

@@ -5,6 +5,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -85,6 +86,51 @@ def test_boxes_enclose_the_drawn_objects_tightly(seed):
         x0, y0, x1, y1 = objects[0][1]
         crop = drawn[y0:y1, x0:x1]
         assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+
+
+def test_objects_per_image_and_their_sizes_follow_the_spec():
+    counts = []
+    for seed in range(12):
+        _, objects = render_image(np.random.default_rng([5, seed]), 160, 160, clean=True,
+                                  objects_per_image=(2, 3), object_size=(20, 30))
+        counts.append(len(objects))
+        for _, (x0, y0, x1, y1) in objects:  # a rotated shape's box is up to sqrt(2) times its longer side
+            assert max(x1 - x0, y1 - y0) <= 30 * 1.42 + 1
+    assert set(counts) == {2, 3}
+
+
+def test_a_spec_with_other_objects_round_trips_and_the_default_marker_is_unchanged(tmp_path):
+    assert "object_size" not in SyntheticSpec().to_json() and "objects_per_image" not in SyntheticSpec().to_json()
+    spec = SyntheticSpec(train=6, test=4, seed=1, width=96, height=96, objects_per_image=[1, 2], object_size=[16, 40])
+    assert spec.objects_per_image == (1, 2) and spec != SyntheticSpec(train=6, test=4, seed=1, width=96, height=96)
+    root = generate(tmp_path / "set", spec, workers=1)
+    assert read_spec(root) == spec
+    counts = [len(voc_objects(root, f"trainval_{i:06d}")) for i in range(6)]
+    assert all(1 <= n <= 2 for n in counts)
+    for bad in ({"object_size": [40, 16]}, {"object_size": [2, 16]}, {"objects_per_image": [0, 3]},
+                {"objects_per_image": 3}, {"object_size": [10.5, 20]}):
+        field = next(iter(bad))
+        with pytest.raises(ValueError, match=f"SyntheticSpec {field} must be two integers"):
+            SyntheticSpec(**bad)
+
+
+def test_a_spec_without_clutter_draws_a_smoother_background_and_round_trips():
+    def roughness(clutter):  # mean Laplacian outside the objects' boxes, over a few images
+        values = []
+        for seed in range(6):
+            img, objects = render_image(np.random.default_rng([9, seed]), 160, 160, clutter=clutter)
+            outside = np.ones(img.shape[:2], bool)
+            for _, (x0, y0, x1, y1) in objects:
+                outside[y0:y1, x0:x1] = False
+            lap = np.abs(cv2.Laplacian(cv2.GaussianBlur(img, (5, 5), 0).astype(np.float32), cv2.CV_32F))
+            values.append(lap.max(axis=2)[outside].mean())
+        return float(np.mean(values))
+
+    assert roughness(clutter=False) < 0.7 * roughness(clutter=True)
+    spec = SyntheticSpec(train=2, test=2, clutter=False)
+    assert spec.to_json()["clutter"] is False and "clutter" not in SyntheticSpec().to_json()
+    with pytest.raises(ValueError, match="SyntheticSpec clutter must be true or false"):
+        SyntheticSpec(clutter="no")
 
 
 def test_every_class_appears_in_both_splits_and_objects_co_occur(tmp_path):

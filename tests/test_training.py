@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("train")
-    overrides = tiny_overrides(tmp_path)
+    # val_intervals above total_epochs: it used to validate never, and so write no model_best.ckpt.
+    overrides = [*tiny_overrides(tmp_path), "schedule.val_intervals=5"]
     load_tool("train").main(["cfg/demo.yml", "--seed", "0", *as_args(overrides)])
     return tmp_path, overrides
 
@@ -32,7 +33,11 @@ def test_training_writes_checkpoints_logs_and_config(trained):
         assert (work / name).is_file(), name
     assert list((work / "tensorboard").glob("events.out.tfevents.*"))
     log = (work / "train.log").read_text()
-    assert "Train|Epoch1/2" in log and "Val|Epoch2" in log
+    assert "Train|Epoch1/2" in log and "Val|Epoch2" in log and "Val|Epoch1" not in log
+    assert "validating after the last epoch instead" in log
+    # The end of the run says where its files are and how to evaluate the best one.
+    assert f"finished: {work} holds model_best.ckpt (val mAP " in log
+    assert f"python tools/test.py cfg/demo.yml --model {work / 'model_best.ckpt'}" in log
     checkpoint = read_checkpoint(work / "model_last.ckpt")
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 6  # 24 images, batch 8, 2 epochs
     assert all(k.startswith("model.") for k in checkpoint["state_dict"])  # upstream's layout
@@ -71,7 +76,26 @@ def test_inference_tool_saves_annotated_images(trained, tmp_path):
         "--path", str(source / "data" / "JPEGImages"), "--save-dir", str(tmp_path / "vis"), "--score", "0.0",
         *as_args(overrides),
     ])
-    assert len(list(Path(out).glob("*.jpg"))) == 32
+    drawn = sorted(Path(out).glob("*.jpg"))
+    assert len(drawn) == 32
+    import cv2
+
+    assert cv2.imread(str(drawn[0])).shape[:2] == (512, 512)  # 128 px enlarged four times, for legible labels
+
+
+def test_labels_of_neighbouring_boxes_do_not_cover_each_other():
+    import numpy as np
+
+    inference = load_tool("inference")
+    # Two boxes a few pixels apart, each narrower than its label: side by side, the labels would overlap.
+    first = inference.place_label((60, 120, 120, 180), (75, 12), (480, 480), [])
+    second = inference.place_label((132, 120, 192, 180), (75, 12), (480, 480), [first])
+    assert first[3] <= 120 and not inference._boxes_overlap(first, second)  # first above its box
+    assert inference.place_label((0, 0, 50, 50), (75, 12), (480, 480), [])[1] == 0  # at the top edge: inside
+    img = np.zeros((160, 160, 3), np.uint8)
+    detections = [(0, 0.9, [20.0, 40.0, 40.0, 60.0]), (1, 0.8, [44.0, 40.0, 64.0, 60.0])]
+    assert inference.draw_detections(img, detections, ["disc", "ring"], 0.5).shape[:2] == (480, 480)
+    assert (inference.draw_detections(img, detections, ["disc", "ring"], 0.95) == 0).all()  # nothing above 0.95
 
 
 def test_unloadable_files_get_clear_errors(tmp_path):

@@ -215,7 +215,7 @@ def test_merge_from_file_merges_over_the_nodes_values_and_checks_the_keys(tmp_pa
     assert node.schedule.total_epochs == 7 and node.schedule.val_intervals == 3
     assert node.model.arch.backbone.name == "ShuffleNetV2"
     update.write_text("schedule:\n  total_epoch: 7\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'schedule\.total_epoch'; did you mean 'total_epochs'"):
+    with pytest.raises(ConfigError, match=r"key 'schedule\.total_epoch'; did you mean 'schedule\.total_epochs'"):
         node.merge_from_file(update)
 
 

@@ -60,20 +60,48 @@ class Predictor:
                 for label, boxes in results.items() for box in boxes]
 
 
+MIN_DRAWN_SIDE = 480  # smaller images are enlarged before drawing, so labels stay legible
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_label(box: tuple[int, int, int, int], text_size: tuple[int, int], image_size: tuple[int, int],
+                taken: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """Where a box's label goes, (x0, y0, x1, y1) inside the image (width, height): above the box,
+    inside its top or below it, the first place no rectangle of ``taken`` covers (else above)."""
+    (x0, y0, _, y1), (tw, th), (width, height) = box, text_size, image_size
+    left = min(max(x0, 0), max(width - tw - 2, 0))
+    tops = [min(max(y, 0), max(height - th - 4, 0)) for y in (y0 - th - 4, y0 + 2, y1 + 2)]
+    spots = [(left, top, left + tw + 2, top + th + 4) for top in tops]
+    return next((s for s in spots if not any(_boxes_overlap(s, other) for other in taken)), spots[0])
+
+
 def draw_detections(img: np.ndarray, detections: list[Detection], class_names: Sequence[str],
                     score_threshold: float) -> np.ndarray:
-    img = img.copy()
-    for label, score, (x0, y0, x1, y1) in detections:
+    """A copy of ``img`` with the detections scoring at least ``score_threshold`` drawn, highest
+    first. An image whose shorter side is under ``MIN_DRAWN_SIDE`` is enlarged by a whole factor
+    first (a 160 px image to 480 px); each label goes above its box, inside its top or below it,
+    whichever place no earlier label covers."""
+    factor = max(1, -(-MIN_DRAWN_SIDE // max(min(img.shape[:2]), 1)))
+    img = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST) if factor > 1 else img.copy()
+    height, width = img.shape[:2]
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    labels_drawn: list[tuple[int, int, int, int]] = []
+    for label, score, box in sorted(detections, key=lambda d: -d[1]):
         if score < score_threshold:
             continue
         hue = int(179 * label / max(len(class_names), 1))
         color = tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0])
-        p0, p1 = (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1)))
-        cv2.rectangle(img, p0, p1, color, 2)
+        x0, y0, x1, y1 = (int(round(v * factor)) for v in box)
+        cv2.rectangle(img, (x0, y0), (x1, y1), color, 2)
         text = f"{class_names[label]} {score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        cv2.rectangle(img, (p0[0], max(p0[1] - th - 4, 0)), (p0[0] + tw + 2, max(p0[1], th + 4)), color, -1)
-        cv2.putText(img, text, (p0[0] + 1, max(p0[1] - 3, th)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        text_size, _ = cv2.getTextSize(text, font, font_scale, 1)
+        spot = place_label((x0, y0, x1, y1), text_size, (width, height), labels_drawn)
+        labels_drawn.append(spot)
+        cv2.rectangle(img, spot[:2], spot[2:], color, -1)
+        cv2.putText(img, text, (spot[0] + 1, spot[3] - 3), font, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
     return img
 
 
@@ -112,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         detections = predictor(img, img_id=index)
         kept = sum(score >= args.score for _, score, _ in detections)
         cv2.imwrite(str(save_dir / image_path.name), draw_detections(img, detections, cfg.class_names, args.score))
-        get_logger().info("%s: %d detections above %.2f", image_path.name, kept, args.score)
+        best = max((score for _, score, _ in detections), default=None)
+        hint = (f" (the highest scores {best:.2f}: a lower --score draws more)"
+                if kept == 0 and best is not None else "")
+        get_logger().info("%s: %d detections at or above %.2f%s -> %s", image_path.name, kept, args.score, hint,
+                          save_dir / image_path.name)
     return save_dir
 
 

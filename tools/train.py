@@ -1,6 +1,6 @@
 """Train a NanoDet detector on a config's data (plain or joint training).
 
-    python tools/train.py cfg/VOC.yml [--seed 1234] [--device cpu|cuda|cuda:0,1] [--set KEY=VALUE ...]
+    python tools/train.py cfg/VOC.yml [--seed 1234] [--device cpu|cpu:N|cuda|cuda:0,1] [--set KEY=VALUE ...]
     nanodet-train cfg/VOC.yml ...     # the same, from any directory, after pip install -e .
 
 Writes into ``save_dir``: model_last.ckpt and model_best.ckpt (Lightning, upstream's key
@@ -66,11 +66,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     if cfg.schedule.load_model:
         logger.info("loaded weights from %s", cfg.schedule.load_model)
 
-    trainer = build_trainer(cfg, save_dir, device=args.device)
+    epochs, val_every = cfg.schedule.total_epochs, cfg.schedule.val_intervals
+    if val_every > epochs:  # it would never validate, so never write model_best.ckpt
+        logger.warning("schedule.val_intervals (%d) is above schedule.total_epochs (%d): validating after the "
+                       "last epoch instead, so that model_best.ckpt is written", val_every, epochs)
+        val_every = epochs
+    trainer = build_trainer(cfg, save_dir, device=args.device, val_every_n_epochs=val_every)
     task.train_dataset = train_dataset  # the task builds its loader: CPU workers or GPU batches
     trainer.fit(task, val_dataloaders=build_dataloader(val_dataset, cfg, train=False), ckpt_path=resume_path)
     if task.last_eval_results:
         logger.info("last evaluation: %s", {k: v for k, v in task.last_eval_results.items() if isinstance(v, float)})
+    if trainer.is_global_zero:
+        report_outputs(save_dir, trainer, args.config, cfg.evaluator.save_key)
+
+
+def report_outputs(save_dir: Path, trainer: pl.Trainer, config: str, save_key: str) -> None:
+    """Where the run's files are, the best epoch's score, and the command that evaluates it."""
+    logger = get_logger()
+    best = save_dir / "model_best.ckpt"
+    score = next((c.best_model_score for c in trainer.checkpoint_callbacks
+                  if Path(c.best_model_path or "") == best and c.best_model_score is not None), None)
+    if best.is_file():
+        logger.info("finished: %s holds model_best.ckpt (val %s %.4f), model_last.ckpt, train.log and "
+                    "model_best/nanodet_model_best.pth; evaluate it with: python tools/test.py %s --model %s",
+                    save_dir, save_key, float(score) if score is not None else float("nan"), config, best)
+    else:
+        logger.info("finished: %s holds model_last.ckpt and train.log (no validation ran, so no model_best.ckpt)",
+                    save_dir)
 
 
 def cli() -> None:

@@ -83,9 +83,13 @@ def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     labels = labels or [run_label(run) for run in runs]
+    top = 0.0
     for run, label in zip(runs, labels):
         values = [e["mAP"] if e["mAP"] is not None else math.nan for e in run["per_task"]]
         ax.plot(range(len(values)), values, marker="o", label=label)
+        top = max([top, *(v for v in values if not math.isnan(v))])
+    # From zero, so that a drop looks as large as it is relative to the score, not to the spread.
+    ax.set_ylim(0, top * 1.1 if top > 0 else 1)
     if runs:
         ax.set_xticks(range(max(len(r["per_task"]) for r in runs)))
         ax.set_xticklabels([f"T{t}" for t in range(max(len(r["per_task"]) for r in runs))])
@@ -157,10 +161,18 @@ def run_label(results: dict) -> str:
     return label
 
 
+def describe_run(results: dict) -> str:
+    """A run in a line: its label, seed and schedule (a single run's legend)."""
+    batch = (((results.get("cfg") or {}).get("device") or {}).get("batchsize_per_gpu"))
+    epochs = results["epochs_per_task"]
+    schedule = f"{epochs} epoch{'' if epochs == 1 else 's'} per task" + (f", batch {batch}" if batch else "")
+    return f"{run_label(results)}: seed {results['seed']}, {schedule}"
+
+
 def write_reports(run_dir: Path, results: dict) -> None:
     atomic_write_json(run_dir / "results.json", results)
     atomic_write_text(run_dir / "results.md", results_markdown(results))
-    plot_map_per_task([results], run_dir / "map_per_task.png")
+    plot_map_per_task([results], run_dir / "map_per_task.png", labels=[describe_run(results)])
 
 
 # ---------------------------------------------------------------------- comparisons

@@ -35,7 +35,9 @@ METRIC_NOTES = {
     "voc_mAP50": "VOC mAP@0.5, all-point interpolation, difficult boxes ignored, over the seen classes",
     "old/new": "mean per-class AP over classes seen before the task / of the task itself",
     "task_matrix": "R[t][k] = mAP@[.5:.95] of task k's classes after training task t",
-    "forgetting": "after task t, for each earlier task k: max over k <= t' < t of R[t'][k] minus R[t][k]",
+    "forgetting": "after task t, for each earlier task k: max over k <= t' < t of R[t'][k] minus R[t][k] "
+                  "(how far k's classes fell below their best; negative where they improved since, which "
+                  "training on later images can do, and mean forgetting averages these over k)",
 }
 FINAL_KEYS = ("task", "mAP", "AP50", "voc_mAP50", "old_mAP", "new_mAP", "old_voc_mAP50", "new_voc_mAP50",
               "mean_forgetting")

@@ -44,7 +44,7 @@ from ..trainer.evaluate import EvalImages, predict_detections
 from ..util.check_point import CheckpointError, load_model_weight, read_checkpoint, save_model_state
 from ..util.config import config_name
 from ..util.io import atomic_write_json
-from ..util.logger import add_log_file, get_logger, remove_log_file
+from ..util.logger import get_logger, run_log
 from .data import TaskData
 from .methods.base import ContinualMethod, TaskContext
 from .report import write_reports
@@ -203,11 +203,8 @@ class ContinualRunner:
     def run(self) -> dict:
         with run_dir_lock(self.run_dir, enabled=is_rank_zero()):
             self._prepare_run_dir()
-            handler = add_log_file(self.run_dir / "run.log")
-            try:
+            with run_log(self.run_dir / "run.log"):
                 return self._run()
-            finally:
-                remove_log_file(handler)
 
     def _run(self) -> dict:
         accelerator, devices = resolve_devices(self.cfg.device.gpu_ids, self.device)
@@ -220,7 +217,7 @@ class ContinualRunner:
         entries = []
         self.logger.info("%s | method %s | run dir %s", self.scenario.describe(), self.method.name, self.run_dir)
         background = self.background_scoring if self.background_scoring is not None else eval_device.type == "cuda"
-        scorer = TaskScorer(background=background and is_rank_zero())
+        scorer = TaskScorer(background=background and is_rank_zero(), log_file=self.run_dir / "run.log")
         scoring = None  # PendingScores of the task scored while the next one trains
         try:
             for t in range(len(self.scenario)):
@@ -253,6 +250,8 @@ class ContinualRunner:
             return {}
         results = build_results(self.settings(), self.scenario, entries, finished=True)
         write_reports(self.run_dir, results)
+        self.logger.info("finished: %s holds results.md (the tables), map_per_task.png, results.json and "
+                         "run.log (every evaluation in full)", self.run_dir)
         return results
 
     def _record(self, pending, entries):
@@ -380,6 +379,4 @@ class ContinualRunner:
             f"forgetting {forgetting:.4f}" if forgetting is not None else None,
             f"{entry['train_images']} images", f"{entry['train_seconds']:.0f} s",
         ]
-        line = " | ".join(p for p in parts if p)
-        self.logger.info(line)
-        print(line, flush=True)
+        self.logger.info(" | ".join(p for p in parts if p))

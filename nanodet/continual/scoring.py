@@ -25,6 +25,7 @@ import torch
 from ..evaluator import CocoDetectionEvaluator, VOCDetectionEvaluator
 from ..evaluator.coco_detection import EvalDataset
 from ..evaluator.detections import Detections
+from ..util.logger import log_to_file_only
 from .results import TaskScores, task_scores
 
 
@@ -55,11 +56,14 @@ def load_detections(path: str | Path) -> Detections:
         return Detections(*(data[name] for name in Detections._fields))
 
 
-def _yield_to_training():
+def _start_worker(log_file: Path | None):
     """The worker runs at a lower priority on one thread: the training loop beside it is bound by
-    the host, so a scorer taking its cores would slow every step."""
+    the host, so a scorer taking its cores would slow every step. Its evaluation tables go to the
+    run's log file, as they do when scored in place."""
     os.nice(10)
     torch.set_num_threads(1)
+    if log_file is not None:
+        log_to_file_only(log_file)
 
 
 class TaskScorer:
@@ -67,11 +71,11 @@ class TaskScorer:
     future either way. The worker is started with ``spawn``: a fork would copy a process that holds
     CUDA, which CUDA does not support."""
 
-    def __init__(self, background: bool) -> None:
+    def __init__(self, background: bool, log_file: Path | None = None) -> None:
         self._pool = None
         if background:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_yield_to_training)
+                                             initializer=_start_worker, initargs=(log_file,))
 
     def submit(self, *args: Any) -> Future:
         if self._pool is not None:

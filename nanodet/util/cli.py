@@ -132,7 +132,7 @@ def parse_device(text: str | None) -> DeviceRequest | None:
     if device.startswith(("cuda:", "gpu:")):
         ids = device.split(":", 1)[1].split(",")
         if not all(i.strip().isdigit() for i in ids):
-            raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:0 or cuda:0,1")
+            raise ValueError(f"--device {device!r}: expected {DEVICE_FORMS}")
         return DeviceRequest("cuda", tuple(int(i) for i in ids))
     raise ValueError(f"--device {device!r}: expected {DEVICE_FORMS}")
 

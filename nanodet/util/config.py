@@ -180,7 +180,8 @@ def _require_existing(data: Mapping, keys: list[str], what: str):
     for depth, key in enumerate(keys):
         if not isinstance(node, Mapping) or key not in node:
             valid = node if isinstance(node, Mapping) else ()
-            raise ConfigError(f"{what}: unknown key '{'.'.join(keys[:depth + 1])}'{_nearest(key, valid)}")
+            nearest = _nearest(key, valid, ".".join(keys[:depth]))
+            raise ConfigError(f"{what}: unknown key '{'.'.join(keys[:depth + 1])}'{nearest}")
         node = node[key]
 
 
@@ -300,9 +301,11 @@ PRECISIONS = {32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed",
               "32-true": "32-true"}
 
 
-def _nearest(key: str, valid: Iterable[str]) -> str:
+def _nearest(key: str, valid: Iterable[str], parent: str = "") -> str:
+    """The valid key closest to ``key``, named by its full dotted path under ``parent``."""
     match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {sorted(valid)}"
+    where = f"{parent}." if parent else ""
+    return f"; did you mean '{where}{match[0]}'?" if match else f"; valid keys: {sorted(valid)}"
 
 
 def _signature_args(cls) -> tuple[set[str], bool]:
@@ -330,7 +333,7 @@ def _check_component(node, path: str, source: str):
             continue
         if not takes_any and key not in accepted:
             raise ConfigError(
-                f"{source}: unknown key '{key_path}' for {name}{_nearest(key, accepted)}"
+                f"{source}: unknown key '{key_path}' for {name}{_nearest(key, accepted, path)}"
             )
         if key_path in COMPONENT_PATHS and value is not None:
             _check_component(value, key_path, source)
@@ -344,7 +347,7 @@ def _check_plain(node, schema: Mapping, path: str, source: str):
     for key, value in node.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key not in schema:
-            raise ConfigError(f"{source}: unknown key '{key_path}'{_nearest(str(key), schema)}")
+            raise ConfigError(f"{source}: unknown key '{key_path}'{_nearest(str(key), schema, path)}")
         if key_path in COMPONENT_PATHS:
             if value is not None:
                 _check_component(value, key_path, source)

@@ -127,7 +127,7 @@ CROP_STRETCH = (0.8, 1.25)  # mild aspect change on top of the crop's own
 CROP_FREE_ROTATION = 0.25  # probability of any angle; otherwise a small tilt
 
 
-def _crop_patch(grey: np.ndarray, size: float, stretch: float, angle: float):
+def _crop_patch(grey: np.ndarray, size: float, stretch: float, angle: float, max_size: float = MAX_SIZE):
     """One crop scaled so its longer side is ``size``, rotated: (mask, alpha, shade), tightly cut."""
     ys, xs = np.nonzero(grey >= CROP_ALPHA_FLOOR)
     if len(xs):
@@ -135,7 +135,7 @@ def _crop_patch(grey: np.ndarray, size: float, stretch: float, angle: float):
     th, tw = grey.shape
     scale = size / max(th, tw)
     w, h = tw * scale * math.sqrt(stretch), th * scale / math.sqrt(stretch)
-    shrink = MAX_SIZE / max(w, h) if max(w, h) > MAX_SIZE else 1.0
+    shrink = max_size / max(w, h) if max(w, h) > max_size else 1.0
     sx, sy = max(w * shrink, 1.0) / tw, max(h * shrink, 1.0) / th
     side = int(math.ceil(math.hypot(tw * sx, th * sy))) + 4
     # Source pixel centres -> destination: scale about the crop's centre, rotate, move to the patch's centre.
@@ -157,14 +157,14 @@ def _crop_patch(grey: np.ndarray, size: float, stretch: float, angle: float):
     return mask[cut], alpha, shade
 
 
-def sample_crop(rng: np.random.Generator,
-                crops: CropSource) -> tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """A real crop of a random class: (label, mask, (alpha, shade))."""
+def sample_crop(rng: np.random.Generator, crops: CropSource, size_range: tuple[int, int] = (MIN_SIZE, MAX_SIZE),
+                ) -> tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """A real crop of a random class, its longer side log-uniform in ``size_range``: (label, mask, (alpha, shade))."""
     label = int(rng.integers(0, len(crops.by_class)))
     pool = crops.by_class[label]
     grey = crops.images[pool[int(rng.integers(0, len(pool)))]]
-    size = math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
+    size = math.exp(rng.uniform(math.log(size_range[0]), math.log(size_range[1])))
     stretch = math.exp(rng.uniform(math.log(CROP_STRETCH[0]), math.log(CROP_STRETCH[1])))
     angle = rng.uniform(0, 2 * math.pi) if rng.random() < CROP_FREE_ROTATION else rng.normal(0, 0.15)
-    mask, alpha, shade = _crop_patch(grey, size, stretch, angle)
+    mask, alpha, shade = _crop_patch(grey, size, stretch, angle, max_size=size_range[1])
     return label, mask, (alpha, shade)

@@ -4,12 +4,14 @@ with a tight box for each object."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import cv2
 import numpy as np
 
 from .fashion_mnist import CropSource, sample_crop
 from .shapes import CLASS_STYLE, hsv_to_bgr, object_texture, sample_drawn
-from .spec import SYNTHETIC_CLASSES
+from .spec import MAX_SIZE, MIN_SIZE, SYNTHETIC_CLASSES
 
 MAX_OCCLUDED = 0.5  # a new object may hide at most this fraction of an earlier one
 MIN_VISIBLE_IN_IMAGE = 0.4  # truncation keeps at least this fraction of an object in the image
@@ -109,18 +111,22 @@ def _paint_crop(region, inside, payload, rng):
 
 
 def render_image(rng: np.random.Generator, width: int, height: int, clean: bool = False,
-                 crops: CropSource | None = None) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+                 crops: CropSource | None = None, objects_per_image: tuple[int, int] = (1, 8),
+                 object_size: tuple[int, int] = (MIN_SIZE, MAX_SIZE), clutter: bool = True) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
     """One image (BGR uint8) and its objects as (label, [x0, y0, x1, y1]) with tight boxes.
 
     ``crops`` (one split of ``load_fashion_mnist``) draws real crops as the objects; None draws
     the shape classes. ``clean`` draws the objects on a black background without clutter, blur or
-    noise, so tests can check boxes against the drawn pixels.
+    noise, so tests can check boxes against the drawn pixels; ``clutter`` False leaves out only
+    the clutter.
     """
     img = np.zeros((height, width, 3), np.float32) if clean else _background(height, width, rng)
-    if not clean:
+    if clutter and not clean:
         _clutter(img, rng)
-    sample = sample_drawn if crops is None else (lambda r: sample_crop(r, crops))
-    placed, occupancy = _place_objects(rng, width, height, int(rng.integers(1, 9)), sample)
+    sample = (partial(sample_drawn, size_range=object_size) if crops is None
+              else partial(sample_crop, crops=crops, size_range=object_size))
+    num_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
+    placed, occupancy = _place_objects(rng, width, height, num_objects, sample)
     objects = []
     for index, (label, mask, x, y, payload) in enumerate(placed):
         mh, mw = mask.shape

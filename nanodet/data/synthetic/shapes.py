@@ -153,14 +153,16 @@ def object_texture(kind: str, shape: tuple[int, int], hue: float, rng: np.random
 
 
 # --------------------------------------------------------------------------- one object
-def sample_drawn(rng: np.random.Generator) -> tuple[int, np.ndarray, None]:
-    """A drawn shape of a random class: (label, mask, None)."""
+def sample_drawn(rng: np.random.Generator,
+                 size_range: tuple[int, int] = (MIN_SIZE, MAX_SIZE)) -> tuple[int, np.ndarray, None]:
+    """A drawn shape of a random class, its longer side log-uniform in ``size_range``: (label, mask, None)."""
     label = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
     outline, _, _, aspect_range, rotates = CLASS_STYLE[SYNTHETIC_CLASSES[label]]
-    size = math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
+    min_size, max_size = size_range
+    size = math.exp(rng.uniform(math.log(min_size), math.log(max_size)))
     aspect = math.exp(rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1])))
     w, h = size * math.sqrt(aspect), size / math.sqrt(aspect)
-    scale = MAX_SIZE / max(w, h) if max(w, h) > MAX_SIZE else 1.0
+    scale = max_size / max(w, h) if max(w, h) > max_size else 1.0
     w, h = w * scale, h * scale
     angle = rng.uniform(0, 2 * math.pi) if rotates else rng.normal(0, 0.15)
     return label, _object_mask(outline, w, h, angle, rng), None

@@ -16,7 +16,7 @@ FASHION_MNIST_CLASSES = [
 ]
 OBJECT_CLASSES = {"drawn": SYNTHETIC_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
 
-MIN_SIZE, MAX_SIZE = 12, 200  # object sizes in pixels, drawn or a crop; no longer side exceeds MAX_SIZE
+MIN_SIZE, MAX_SIZE = 12, 200  # default object sizes in pixels, drawn or a crop (SyntheticSpec.object_size)
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,27 @@ class SyntheticSpec:
     version: int = 2  # bump when the generator's output changes (2: harder colours, more clutter)
     objects: str = "drawn"
     fashion_mnist_path: str | None = field(default=None, compare=False)
+    # How many objects an image holds (uniform, both ends included) and the range of their longer
+    # sides in pixels (log-uniform); a small image wants smaller objects and fewer of them.
+    objects_per_image: tuple[int, int] = (1, 8)
+    object_size: tuple[int, int] = (MIN_SIZE, MAX_SIZE)
+    # Lines, arcs and speckles that belong to no class; false keeps the background, blur and noise
+    # but makes the shapes far quicker to learn (the CPU demo).
+    clutter: bool = True
 
     def __post_init__(self):
         if self.objects not in OBJECT_CLASSES:
             raise ValueError(f"SyntheticSpec objects must be one of {sorted(OBJECT_CLASSES)}, got {self.objects!r}")
+        for name, low_limit in (("objects_per_image", 1), ("object_size", 4)):
+            value = getattr(self, name)
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                    or not low_limit <= value[0] <= value[1]):
+                raise ValueError(f"SyntheticSpec {name} must be two integers [low, high] with "
+                                 f"{low_limit} <= low <= high, got {value!r}")
+            object.__setattr__(self, name, tuple(value))  # YAML and JSON give lists
+        if not isinstance(self.clutter, bool):
+            raise ValueError(f"SyntheticSpec clutter must be true or false, got {self.clutter!r}")
 
     @property
     def classes(self) -> list:
@@ -52,9 +69,11 @@ class SyntheticSpec:
         # Fields added after version 1 are left out at their defaults, so drawn-mode markers
         # (synthetic.json) stay byte-identical to those written before the fields existed.
         data = asdict(self)
-        for name in ("objects", "fashion_mnist_path"):
+        for name in ("objects", "fashion_mnist_path", "objects_per_image", "object_size", "clutter"):
             if data[name] == _FIELD_DEFAULTS[name]:
                 del data[name]
+            elif isinstance(data[name], tuple):
+                data[name] = list(data[name])
         return data
 
 
