@@ -1,4 +1,4 @@
-"""``device.compile``: the detector's parts compiled in place while a fit trains, plain afterwards.
+"""``device.compile``: the detector's blocks compiled in place while a fit trains, plain afterwards.
 
 Never inductor here (minutes on a CPU): a counting backend runs dynamo's captured graphs as they
 are, so every test sees whether and when a compiled graph was made and run.
@@ -64,6 +64,23 @@ def compiled_modules(model):
     return [name for name, m in model.named_modules() if m.__dict__.get("_compiled_call_impl") is not None]
 
 
+def assert_blocks_cover(model, names, parts=("backbone", "fpn", "head")):
+    """``names`` are blocks (regional compilation): none inside another, each with parameters,
+    and together they hold every parameter of ``parts`` exactly once, and nothing else."""
+    assert names and all(n.split(".")[0] in parts for n in names)
+    assert not any(b.startswith(a + ".") for a in names for b in names)
+    owners = {}
+    for param_name, _ in model.named_parameters():
+        holders = [n for n in names if param_name.startswith(n + ".")]
+        if param_name.split(".")[0] in parts:
+            assert len(holders) == 1, param_name
+            owners.setdefault(holders[0], []).append(param_name)
+        else:
+            assert not holders, param_name
+    assert set(owners) == set(names)
+    assert len(names) > 3 * len(parts)  # blocks, not whole parts
+
+
 # ------------------------------------------------------------------------- compile_mode
 @pytest.mark.parametrize("value, mode", [(False, None), (None, None), (True, "default")]
                          + [(m, m) for m in compiling.MODES])
@@ -93,10 +110,11 @@ def test_inductor_gets_the_mode_other_backends_none(cfg, monkeypatch):
     seen = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append((self, kw)))
     model = make_model(cfg)
-    parts = compiling.compile_detector(model, "max-autotune")
-    assert parts == [model.backbone, model.fpn, model.head]
-    assert [s for s, _ in seen] == parts
-    assert all(kw == {"backend": "inductor", "mode": "max-autotune"} for _, kw in seen)
+    blocks = compiling.compile_detector(model, "max-autotune")
+    assert [s for s, _ in seen] == blocks
+    names = {id(m): n for n, m in model.named_modules()}
+    assert_blocks_cover(model, [names[id(b)] for b in blocks])
+    assert all(kw == {"backend": "inductor", "mode": "max-autotune", "dynamic": False} for _, kw in seen)
     seen.clear()
     backend = CountingBackend()
     compiling.compile_detector(model, "max-autotune", backend=backend)
@@ -110,18 +128,18 @@ def test_compiled_detector_matches_eager_and_keeps_its_state_dict(cfg):
     with torch.no_grad():
         expected = model(x)
     backend = CountingBackend()
-    parts = compiling.compile_detector(model, "default", backend=backend)
-    assert parts == [model.backbone, model.fpn, model.head]
-    assert sorted(compiled_modules(model)) == ["backbone", "fpn", "head"]
+    blocks = compiling.compile_detector(model, "default", backend=backend)
+    assert_blocks_cover(model, compiled_modules(model))
     with torch.no_grad():
         got = model(x)
-    assert backend.graphs >= 3 and backend.runs >= 3  # backbone, neck and head went through dynamo
+    # Every block went through dynamo; blocks of one class and shape share a graph.
+    assert backend.runs >= len(blocks) and 3 <= backend.graphs < len(blocks)
     torch.testing.assert_close(got, expected)
     assert list(model.state_dict()) == keys and not any("_orig_mod" in k for k in keys)
-    runs = backend.runs
+    runs, graphs = backend.runs, backend.graphs
     with torch.no_grad():
         model(x)
-    assert backend.runs > runs and backend.graphs == len(parts)  # cached graphs: no recompilation
+    assert backend.runs > runs and backend.graphs == graphs  # cached graphs: no recompilation
 
 
 def test_compiled_training_step_matches_eager(cfg):
@@ -159,14 +177,15 @@ def test_forward_with_towers_goes_through_the_compiled_head(cfg):
     torch._dynamo.reset()
     with torch.no_grad():
         got_preds, got_towers = model.head.forward_with_towers(feats)  # only this, nothing else
-    assert backend.graphs == 1 and backend.runs == 1
+    assert backend.graphs >= 1 and backend.runs >= len(model.head.gfl_cls)  # the head's blocks, no others
     torch.testing.assert_close(got_preds, preds)
     assert len(got_towers) == len(towers) == len(feats)
     for got, want in zip(got_towers, towers):
         torch.testing.assert_close(got, want)
-    with torch.no_grad():  # plain forward: the same predictions, a graph of its own
+    graphs = backend.graphs
+    with torch.no_grad():  # plain forward: the same predictions through the same blocks' graphs
         torch.testing.assert_close(model.head(feats), preds)
-    assert backend.graphs == 2
+    assert backend.graphs == graphs
 
 
 # ------------------------------------------------------------------------- restore
@@ -248,8 +267,8 @@ def test_a_teacher_compiled_on_its_own_keeps_its_weights(cfg):
     model = make_model(cfg)
     teacher = Teacher(model)  # copied before anything is compiled, as at a task's start
     student_backend, teacher_backend = CountingBackend(), CountingBackend()
-    teacher_parts = compiling.compile_detector(teacher.model, "default", backend=teacher_backend)
-    assert teacher_parts == [teacher.model.backbone, teacher.model.fpn, teacher.model.head]
+    compiling.compile_detector(teacher.model, "default", backend=teacher_backend)
+    assert_blocks_cover(teacher.model, compiled_modules(teacher.model))
     compiling.compile_detector(model, "default", backend=student_backend)
     x = images()
     before = teacher(x)
@@ -321,8 +340,10 @@ def test_a_compiled_two_task_run(tmp_path, monkeypatch):
     # Task 0 compiles the student; task 1 the student again and the teacher (neck and head: LD's
     # teacher shares the student's backbone).
     assert modes == ["default"] * 3
-    assert recorder.compiled == [(["backbone", "fpn", "head"], None), (["backbone", "fpn", "head"], ["fpn", "head"])]
     teacher = recorder.teachers[1]
+    assert recorder.compiled[0][1] is None and recorder.compiled[0][0] == recorder.compiled[1][0]
+    assert_blocks_cover(model, recorder.compiled[1][0])
+    assert_blocks_cover(teacher.model, recorder.compiled[1][1], parts=("fpn", "head"))
     assert teacher.model is not model and teacher.model.backbone is None
     assert backends[id(model)].runs > 0 and backends[id(teacher.model)].runs > 0  # training went through them
     assert recorder.validation_runs == 0  # validation ran eagerly (sanity check and every epoch)
