@@ -133,6 +133,20 @@ def test_a_spec_without_clutter_draws_a_smoother_background_and_round_trips():
         SyntheticSpec(clutter="no")
 
 
+def test_make_synthetic_takes_the_easier_sets_settings(tmp_path, capsys):
+    from nanodet.tools import make_synthetic
+
+    args = ["--train", "4", "--test", "2", "--width", "96", "--height", "96", "--workers", "1"]
+    make_synthetic.main(["--out", str(tmp_path / "easy"), *args, "--objects-per-image", "1", "2",
+                         "--object-size", "16", "40", "--no-clutter"])
+    assert read_spec(tmp_path / "easy") == SyntheticSpec(train=4, test=2, width=96, height=96, objects_per_image=(1, 2),
+                                                         object_size=(16, 40), clutter=False)
+    with pytest.raises(SystemExit):
+        make_synthetic.main(["--out", str(tmp_path / "bad"), *args, "--object-size", "40", "16"])
+    assert "SyntheticSpec object_size must be two integers" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_every_class_appears_in_both_splits_and_objects_co_occur(tmp_path):
     root = generate(tmp_path / "set", SyntheticSpec(train=150, test=150, seed=0, width=160, height=160), workers=1)
     for split in ("trainval", "test"):

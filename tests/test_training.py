@@ -177,12 +177,15 @@ def test_loss_terms_reach_tensorboard_at_every_logging_step(tmp_path):
         scalars = events.Scalars(term)
         assert [s.step for s in scalars] == [1, 3, 5], term
         assert all(math.isfinite(s.value) for s in scalars)
-    # The learning rate of the step it is written at (3 steps an epoch; demo: lr 0.004, eta_min
-    # 1e-4, linear warm-up over 4 steps from ratio 0.01): step 1 in epoch 0 at warm-up factor
-    # 1 - 0.75 * 0.99; step 3 in epoch 1, whose cosine lr (T_max 2) is 0.00205, at 1 - 0.25 * 0.99;
-    # step 5 after the warm-up.
-    epoch1 = 1e-4 + (0.004 - 1e-4) / 2
-    expected = [0.004 * (1 - 0.75 * 0.99), epoch1 * (1 - 0.25 * 0.99), epoch1]
+    # The learning rate of the step it is written at (3 steps an epoch; the demo's lr and eta_min,
+    # linear warm-up over 4 steps from ratio 0.01): step 1 in epoch 0 at warm-up factor
+    # 1 - 0.75 * 0.99; step 3 in epoch 1, whose cosine lr (T_max 2) is halfway from lr to eta_min,
+    # at 1 - 0.25 * 0.99; step 5 after the warm-up.
+    schedule = read_config(ROOT / "cfg/demo.yml").schedule
+    lr, eta_min = schedule.optimizer.lr, schedule.lr_schedule.eta_min
+    assert schedule.warmup.ratio == 0.01
+    epoch1 = eta_min + (lr - eta_min) / 2
+    expected = [lr * (1 - 0.75 * 0.99), epoch1 * (1 - 0.25 * 0.99), epoch1]
     assert [s.value for s in events.Scalars("train/lr")] == pytest.approx(expected, rel=1e-5)
 
 

@@ -9,6 +9,9 @@ files, raw or .gz):
 
     python tools/make_synthetic.py --out data/synthetic_fashion_320 --objects fashion_mnist
 
+Easier or harder sets: ``--objects-per-image LOW HIGH``, ``--object-size LOW HIGH`` and
+``--no-clutter`` (cfg/demo.yml's set: 1 3, 32 96, no clutter).
+
 The same arguments give byte-identical files. Configs that use ``SyntheticDataset`` call the
 same generator on first use, so running this by hand is only needed for a custom set.
 """
@@ -19,7 +22,7 @@ import argparse
 import time
 from typing import Sequence
 
-from nanodet.data.synthetic import OBJECT_CLASSES, SyntheticSpec, generate
+from nanodet.data.synthetic import MAX_SIZE, MIN_SIZE, OBJECT_CLASSES, SyntheticSpec, generate
 from nanodet.util.cli import run_main
 
 
@@ -36,13 +39,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="drawn shapes (20 classes) or real Fashion-MNIST crops (10 classes)")
     parser.add_argument("--fashion-mnist-path", default=None, metavar="DIR",
                         help="folder of the Fashion-MNIST IDX files (default: Debian's package folder)")
+    parser.add_argument("--objects-per-image", type=int, nargs=2, default=[1, 8], metavar=("LOW", "HIGH"),
+                        help="objects in an image, uniform, both ends included (default 1 8)")
+    parser.add_argument("--object-size", type=int, nargs=2, default=[MIN_SIZE, MAX_SIZE], metavar=("LOW", "HIGH"),
+                        help=f"longer side of an object in pixels, log-uniform (default {MIN_SIZE} {MAX_SIZE})")
+    parser.add_argument("--no-clutter", action="store_true", help="leave out the lines, arcs and speckles")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     args = parser.parse_args(argv)
     if min(args.train, args.test) < 0 or min(args.width, args.height) < 64:
         parser.error("image counts must be >= 0 and sizes >= 64 pixels")
-    spec = SyntheticSpec(train=args.train, test=args.test, seed=args.seed, width=args.width,
-                         height=args.height, jpeg_quality=args.jpeg_quality, objects=args.objects,
-                         fashion_mnist_path=args.fashion_mnist_path)
+    try:
+        spec = SyntheticSpec(train=args.train, test=args.test, seed=args.seed, width=args.width,
+                             height=args.height, jpeg_quality=args.jpeg_quality, objects=args.objects,
+                             fashion_mnist_path=args.fashion_mnist_path, objects_per_image=args.objects_per_image,
+                             object_size=args.object_size, clutter=not args.no_clutter)
+    except ValueError as err:
+        parser.error(str(err))
     start = time.perf_counter()
     try:
         out = generate(args.out, spec, workers=args.workers,
