@@ -4,7 +4,8 @@ into a uint8 tensor on the device, and the loader that serves augmented batches 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -196,16 +197,63 @@ class GpuBatchLoader:
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
-        for index, index_on_cache in self._batches(generator):
-            images = self.cache.images.index_select(0, index_on_cache)
-            rows = index.tolist()
-            yield self.augment(
-                images,
-                [self.cache.gt_bboxes[i] for i in rows],
-                [self.cache.gt_labels[i] for i in rows],
-                image_sizes=self.cache.sizes[index],
-                original_sizes=self.cache.original_sizes[index],
-                gt_bboxes_ignore=[self.cache.gt_bboxes_ignore[i] for i in rows] if self.cache.has_ignore else None,
-                img_info=self.cache.img_info(rows),
-                generator=generator,
-            )
+        device = self.cache.images.device
+        # On a GPU the batches are made on a stream of their own, so the next batch's augmentation
+        # (about 1.25 ms at batch 64 on an H200) runs beside the training step instead of between
+        # two steps. The values are the same on either stream.
+        side = _augment_stream(device)
+        consumer = torch.cuda.current_stream(device) if side is not None else None
+        if side is not None:
+            side.wait_stream(consumer)  # the cache and anything else queued before this epoch
+        batches = self._batches(generator)
+        while True:
+            with torch.cuda.stream(side) if side is not None else nullcontext():
+                try:
+                    index, index_on_cache = next(batches)
+                except StopIteration:
+                    return
+                images = self.cache.images.index_select(0, index_on_cache)
+                rows = index.tolist()
+                batch = self.augment(
+                    images,
+                    [self.cache.gt_bboxes[i] for i in rows],
+                    [self.cache.gt_labels[i] for i in rows],
+                    image_sizes=self.cache.sizes[index],
+                    original_sizes=self.cache.original_sizes[index],
+                    gt_bboxes_ignore=[self.cache.gt_bboxes_ignore[i] for i in rows] if self.cache.has_ignore else None,
+                    img_info=self.cache.img_info(rows),
+                    generator=generator,
+                )
+            if side is not None:
+                # Whatever the consumer queues from now on waits for this batch; its memory is not
+                # handed to the next batch until the consumer's work on it is done.
+                consumer.wait_stream(side)
+                for tensor in _device_tensors(batch):
+                    tensor.record_stream(consumer)
+            yield batch
+
+
+_AUGMENT_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _augment_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """One side stream per CUDA device for the batches (None off a GPU)."""
+    if device.type != "cuda":
+        return None
+    device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+    if device not in _AUGMENT_STREAMS:
+        _AUGMENT_STREAMS[device] = torch.cuda.Stream(device)
+    return _AUGMENT_STREAMS[device]
+
+
+def _device_tensors(value) -> Iterator[torch.Tensor]:
+    """The CUDA tensors in a batch (nested in dicts, lists and tuples)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_cuda:
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _device_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _device_tensors(item)
