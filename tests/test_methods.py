@@ -160,6 +160,29 @@ def test_replay_policies_fill_the_buffer_as_specified():
     assert [sum(int(i.record.labels[0]) == c for i in balanced) for c in range(3)] == [30, 30, 30]
 
 
+def test_the_balanced_buffer_gives_every_class_an_equal_share_on_a_skewed_stream():
+    """A 15p1-like stream: a base task whose images hold 1 to 4 of 15 classes, one of them in
+    most images (as people in VOC), then five one-class tasks of 60 images."""
+    from nanodet.data.dataset import ImageRecord
+
+    rng = np.random.default_rng(3)
+    frequency = np.r_[8.0, np.linspace(3, 0.5, 14)]
+    base = []
+    for i in range(2000):
+        labels = sorted(set(rng.choice(15, size=rng.integers(1, 5), p=frequency / frequency.sum()).tolist()))
+        base.append(BufferItem(ImageRecord(i, f"{i}.jpg", 10, 10, [[0, 0, 5, 5]] * len(labels), labels,
+                                           [False] * len(labels)), 0))
+    buffer = select_balanced(rng, [], base, 250)
+    for task, label in enumerate(range(15, 20), start=1):
+        new = [BufferItem(ImageRecord(task * 10000 + i, f"{task}_{i}.jpg", 10, 10, [[0, 0, 5, 5]], [label], [False]),
+                          task) for i in range(60)]
+        buffer = select_balanced(rng, buffer, new, 250)
+        assert len(buffer) == 250 and len({id(item) for item in buffer}) == 250
+    images_per_class = np.array([sum(c in item.record.labels for item in buffer) for c in range(20)])
+    assert images_per_class.min() >= 12  # 250 images, 20 classes
+    assert images_per_class.max() - images_per_class.min() <= 2, images_per_class  # was 12 against 69
+
+
 def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):
     cfg, scenario, data = setup
     method = build_method("replay", buffer_size=6)

@@ -8,7 +8,9 @@ Policies (``buffer_policy``):
     random    after task 0, ``buffer_size`` random task-0 images; after a later task, half old
               and half new at random (a new task with fewer than half a buffer of images keeps
               all of them and fills the rest with old ones). The paper's policy.
-    balanced  every seen class gets an equal share of the buffer.
+    balanced  every seen class gets an equal share of the buffer, counted in images (an image
+              counts for each class it holds; ``select_balanced`` says how ties and images of
+              several classes are chosen).
 """
 
 from __future__ import annotations
@@ -55,19 +57,42 @@ def select_random(rng: np.random.Generator, old: list[BufferItem], new: list[Buf
 
 def select_balanced(rng: np.random.Generator, old: list[BufferItem], new: list[BufferItem],
                     size: int) -> list[BufferItem]:
-    """An equal share per seen class; an image counts for every class it holds."""
+    """Every seen class an equal share of the buffer, counted in images: an image counts once for
+    each class it holds a box of (a buffer image keeps only its own task's boxes).
+
+    Greedy, one image at a time, from the buffer so far plus the new task's images: the class
+    held by the fewest chosen images (ties: the lower class index) gets an image holding it, the
+    one whose classes are the least represented after adding it (so an image of several classes
+    is taken when it helps classes that are short, not ones that are ahead; ties at random). A
+    class whose images run out keeps what it has and the others go on, so the buffer is full
+    whenever there are ``size`` candidates.
+    """
     candidates = old + new
+    if len(candidates) <= size:
+        return list(candidates)
     classes = sorted({int(c) for item in candidates for c in item.record.labels})
-    share = size // max(len(classes), 1)
-    chosen, taken = [], set()
-    for c in classes:
-        holders = [i for i, item in enumerate(candidates) if c in item.record.labels and i not in taken]
-        for i in _pick(rng, holders, share):
-            taken.add(i)
-            chosen.append(candidates[i])
+    column = {c: k for k, c in enumerate(classes)}
+    holds = np.zeros((len(candidates), len(classes)), dtype=bool)
+    for i, item in enumerate(candidates):
+        holds[i, [column[int(c)] for c in item.record.labels]] = True
+    available = holds.any(axis=1)
+    images_per_class = np.zeros(len(classes), dtype=np.int64)
+    chosen = []
+    while len(chosen) < size and available.any():
+        open_classes = holds[available].any(axis=0)
+        target = int(np.argmin(np.where(open_classes, images_per_class, np.iinfo(np.int64).max)))
+        holders = np.flatnonzero(available & holds[:, target])
+        after = np.where(holds[holders], images_per_class + 1, 0).max(axis=1)
+        best = holders[after == after.min()]
+        pick = int(best[rng.integers(len(best))])
+        chosen.append(pick)
+        available[pick] = False
+        images_per_class += holds[pick]
+    # Images without a box of any class (none are stored today) fill what is left at random.
+    taken = set(chosen)
     rest = [i for i in range(len(candidates)) if i not in taken]
-    chosen += [candidates[i] for i in _pick(rng, rest, size - len(chosen))]
-    return chosen
+    chosen += _pick(rng, rest, size - len(chosen))
+    return [candidates[i] for i in sorted(chosen)]
 
 
 SELECTIONS = {"random": select_random, "balanced": select_balanced}
