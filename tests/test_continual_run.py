@@ -344,16 +344,64 @@ def test_the_scoring_worker_yields_the_host_to_training():
     assert niceness >= 10 and threads == 1
 
 
-def test_a_run_with_best_handover_writes_only_inside_its_run_directory(tmp_path):
+def test_a_run_with_best_handover_selects_on_held_out_training_images_and_writes_only_inside_its_run(
+        tmp_path, monkeypatch):
     # The fit validates every epoch and keeps the best; upstream's model_best/ under cfg.save_dir
     # (a tool's workspace, by default inside the checkout) must not be written by a continual run.
+    from nanodet.continual import runner as runner_module
+
+    selected_on, trained_on = [], []
+    real_evaluator, real_train = runner_module.CocoDetectionEvaluator, TaskData.train_dataset
+
+    def recording_evaluator(dataset, *args, **kwargs):
+        selected_on.append({r.id for r in dataset.records})
+        return real_evaluator(dataset, *args, **kwargs)
+
+    def recording_train(self, task):
+        dataset = real_train(self, task)
+        trained_on.append({r.id for r in dataset.records})
+        return dataset
+
+    monkeypatch.setattr(runner_module, "CocoDetectionEvaluator", recording_evaluator)
+    monkeypatch.setattr(TaskData, "train_dataset", recording_train)
     cfg = fixtures_continual.tiny_cfg(tmp_path / "data", extra=["schedule.val_intervals=1",
+                                                                "data.validation_fraction=0.25",
                                                                 f"save_dir={tmp_path / 'workspace'}"])
     runner = ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"),
                              run_dir=tmp_path / "run", seed=7, progress_bar=False, handover="best")
     assert runner.run()["finished"]
     assert not (tmp_path / "workspace").exists()
     assert (tmp_path / "run" / "task_1" / "done.json").is_file()
+    training_ids = {r.id for r in TaskData(cfg, runner.scenario).full_train.records}
+    assert len(selected_on) == 2 and all(ids and ids <= training_ids for ids in selected_on)  # never test images
+    assert all(not (chosen & trained) for chosen in selected_on for trained in trained_on)  # never trained on
+    assert f"| {len(selected_on[0])} validation images" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_the_validation_split_is_a_seeded_share_of_training_images_held_out_of_every_task(tmp_path):
+    cfg = fixtures_continual.tiny_cfg(tmp_path / "data")
+    scenario = parse_scenario(SCENARIO, cfg.class_names)
+    data = TaskData(cfg, scenario, validation_fraction=0.25, seed=7)
+    every_id = {r.id for r in data.full_train.records}
+    held_out = data.validation_ids
+    assert len(held_out) == round(0.25 * len(every_id)) and held_out < every_id
+    assert TaskData(cfg, scenario, validation_fraction=0.25, seed=7).validation_ids == held_out
+    assert TaskData(cfg, scenario, validation_fraction=0.25, seed=8).validation_ids != held_out
+    plain = TaskData(cfg, scenario)
+    for t in range(len(scenario)):
+        trained = {r.id for r in data.train_dataset(t).records}
+        assert not trained & held_out
+        assert trained | {r.id for r in plain.train_dataset(t).records if r.id in held_out} == \
+            {r.id for r in plain.train_dataset(t).records}
+        validation = data.validation_dataset(t)
+        assert {r.id for r in validation.records} <= held_out and validation.mode == "val"
+        seen = set(scenario.seen_classes(t))
+        assert all(set(int(c) for c in r.labels) <= seen and len(r.labels) for r in validation.records)
+        assert [r.id for r in data.eval_dataset(t).records] == [r.id for r in plain.eval_dataset(t).records]
+    with pytest.raises(ValueError, match="no validation split"):
+        plain.validation_dataset(0)
+    with pytest.raises(ValueError, match="data.validation_fraction must be in"):
+        TaskData(cfg, scenario, validation_fraction=1.0)
 
 
 def test_compare_leaves_out_unfinished_runs_and_labels_runs_by_what_differs(finished_run, tmp_path):

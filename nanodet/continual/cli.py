@@ -28,7 +28,8 @@ def build_parser(method: str, description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--restart", action="store_true",
                         help="discard the run directory's finished tasks and start over")
     parser.add_argument("--handover", choices=("last", "best"), default="last",
-                        help="weights handed to the next task: the last epoch's (the paper) or the best on validation")
+                        help="weights handed to the next task: the last epoch's (the paper) or the best on held-out "
+                             "training images (data.validation_fraction, default 0.1; never the test split)")
     parser.add_argument("--base-model", default=None, metavar="MODEL_PTH",
                         help="take task 0 from this model (e.g. another run's task_0/model.pth) instead of "
                              "training it, so that every method starts from the same base model")

@@ -209,7 +209,10 @@ class ContinualRunner:
     def _run(self) -> dict:
         accelerator, devices = resolve_devices(self.cfg.device.gpu_ids, self.device)
         eval_device = torch.device(f"cuda:{devices[0]}" if accelerator == "gpu" else "cpu")
-        data = TaskData(self.cfg, self.scenario)
+        # Epoch selection (--handover best) holds out validation images; the paper's last-epoch
+        # hand-over trains on every training image.
+        fraction = float(self.cfg.data.get("validation_fraction", 0.1)) if self.handover == "best" else 0.0
+        data = TaskData(self.cfg, self.scenario, validation_fraction=fraction, seed=self.seed)
         data.full_train, data.full_val  # every image a run reads, checked before anything trains
         self._mark_started()
         pl.seed_everything(self.seed, workers=True, verbose=False)  # the initial weights too
@@ -283,7 +286,12 @@ class ContinualRunner:
             trained = {"epochs": 0, "train_seconds": 0.0, "train_img_per_s": None, "base_model": str(self.base_model)}
         else:
             self.method.on_task_start(context, model)
-            trained = self._fit(t, task_dir, context, model, eval_dataset, task_started)
+            selection = data.validation_dataset(t) if self.handover == "best" else None
+            if selection is not None and len(selection) == 0:
+                self.logger.warning("task %d: no validation image holds a class seen so far "
+                                    "(data.validation_fraction): it hands over its last epoch", t)
+                selection = None
+            trained = self._fit(t, task_dir, context, model, selection, task_started)
         self.method.on_task_end(context, model)
         if not is_rank_zero():  # DDP kept every rank's weights equal; rank 0 writes and evaluates
             return None
@@ -325,20 +333,22 @@ class ContinualRunner:
             (task_dir / leftover).unlink(missing_ok=True)
         return entry
 
-    def _fit(self, t: int, task_dir: Path, context: TaskContext, model, eval_dataset, task_started: float) -> dict:
-        """Train task t with Lightning (resuming an interrupted fit); how long it took: start-up
+    def _fit(self, t: int, task_dir: Path, context: TaskContext, model, selection_dataset, task_started: float) -> dict:
+        """Train task t with Lightning (resuming an interrupted fit), validating on
+        ``selection_dataset`` when there is one (--handover best); how long it took: start-up
         (from the task's start to its first step: task data, teacher, image cache, Lightning's
         set-up), the first steps (warm-up: cuDNN's search, the graph's capture) and all training."""
-        validate = self.handover == "best"
+        validate = selection_dataset is not None
         module = ContinualTask(self.cfg, model, self.method, context,
-                               evaluator=CocoDetectionEvaluator(eval_dataset) if validate else None)
+                               evaluator=CocoDetectionEvaluator(selection_dataset) if validate else None)
         trainer = build_trainer(self.cfg, task_dir, device=self.device, save_best=validate,
                                 enable_progress_bar=self.progress_bar, logger=True, callbacks=self.callbacks)
         resume = self._resume_checkpoint(task_dir)
-        self.logger.info("task %d/%d: %s | %d training images%s", t, len(self.scenario) - 1,
+        self.logger.info("task %d/%d: %s | %d training images%s%s", t, len(self.scenario) - 1,
                          ", ".join(self.scenario.names(context.new_classes)), len(context.train_dataset),
+                         f" | {len(selection_dataset)} validation images" if validate else "",
                          " | resuming from its last epoch" if resume else "")
-        val_loaders = build_dataloader(eval_dataset, self.cfg, train=False) if validate else None
+        val_loaders = build_dataloader(selection_dataset, self.cfg, train=False) if validate else None
         trainer.fit(module, val_dataloaders=val_loaders, ckpt_path=resume)
         train_seconds = module.train_seconds()
         if validate and (task_dir / "model_best.ckpt").is_file():

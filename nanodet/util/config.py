@@ -212,7 +212,9 @@ DEFAULTS: dict[str, Any] = {
     "model": {"arch": None, "weight_averager": None},
     # skip_bad_images: leave out (with a warning) the images that fail the check before training
     # (missing, empty, not decodable, another size than annotated) instead of stopping
-    "data": {"train": None, "val": None, "skip_bad_images": False},
+    # validation_fraction: the share of the training images a continual run that selects an epoch
+    # (--handover best) holds out to select on, drawn from the run's seed; never the test split
+    "data": {"train": None, "val": None, "skip_bad_images": False, "validation_fraction": 0.1},
     "device": {
         "gpu_ids": -1,  # -1: CPU; a list of CUDA device indices otherwise
         "workers_per_gpu": 4,
