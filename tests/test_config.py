@@ -179,7 +179,7 @@ def test_an_empty_config_says_what_it_lacks(tmp_path):
         read_config(empty)
 
 
-@pytest.mark.parametrize("name", ["synthetic.yml", "VOC.yml", "COCO.yml", "demo.yml"])
+@pytest.mark.parametrize("name", ["synthetic.yml", "synthetic_dense.yml", "VOC.yml", "COCO.yml", "demo.yml"])
 def test_the_fast_path_is_the_default_on_a_gpu_and_the_reference_path_on_a_cpu(name, monkeypatch):
     # The fast path matched the reference path on a GPU (docs/results/parity_joint10_h200.json):
     # a shipped config trains with it on a CUDA device, and on a CPU exactly as before.

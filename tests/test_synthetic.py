@@ -13,6 +13,7 @@ from nanodet.data.dataset import build_dataset
 from nanodet.data.synthetic import (
     SYNTHETIC_CLASSES, SyntheticSpec, ensure_generated, generate, read_spec, render_image,
 )
+from nanodet.data.synthetic.statistics import read_labels, set_statistics
 
 SMALL = SyntheticSpec(train=40, test=24, seed=3, width=160, height=128)
 PIPELINE = {"normalize": [[103.53, 116.28, 123.675], [57.375, 57.12, 58.395]]}
@@ -192,3 +193,57 @@ def test_existing_foreign_folder_is_not_overwritten(tmp_path):
     with pytest.raises(FileExistsError):
         ensure_generated(tmp_path / "busy", SMALL)
     assert (tmp_path / "busy" / "mine.txt").read_text() == "keep"
+
+
+# --------------------------------------------------------------- the VOC-shaped profile
+def test_voc_scenes_follow_voc2007_trainval_statistics():
+    from nanodet.data.synthetic.scenes import PERSON, VOC_IMAGES, VOC_TRAINVAL_IMAGES, sample_voc_scene
+
+    rng = np.random.default_rng(11)
+    scenes = [sample_voc_scene(rng) for _ in range(6000)]
+    stats = set_statistics(scenes)
+    assert abs(stats["objects_per_image"] - 2.52) < 0.12 and abs(stats["distinct_classes_per_image"] - 1.46) < 0.05
+    share = np.array(stats["images_per_class"]) / len(scenes)
+    voc_share = VOC_IMAGES / VOC_TRAINVAL_IMAGES
+    assert np.all(np.abs(share / voc_share - 1) < 0.25), (share / voc_share).round(2)
+    assert abs(share[PERSON] - 0.40) < 0.03 and share.argmax() == PERSON
+    assert stats["max_objects_per_image"] >= 8  # a long tail, not a uniform count
+    # Scene groups co-occur: vehicles with vehicles, never a vehicle-only scene with an indoor class.
+    vehicle, indoor = {0, 1, 3, 5, 6, 13, 18}, {4, 8, 10, 15, 17, 19}
+    assert not any(set(s) & vehicle and set(s) & indoor for s in scenes)
+    assert sum(len(set(s) & vehicle) >= 2 for s in scenes) > 200
+    assert [sample_voc_scene(np.random.default_rng(5)) for _ in range(3)] == \
+        [sample_voc_scene(np.random.default_rng(5)) for _ in range(3)]
+
+
+def test_set_statistics_count_what_a_15p1_task_image_carries():
+    # Class 15 is task 1's, 16 task 2's; classes below 15 are task 0's.
+    images = [[15, 0, 0, 3], [15, 15], [16, 15, 2], [1, 2], []]
+    stats = set_statistics(images)
+    assert stats["images"] == 5 and stats["objects_per_image"] == pytest.approx(11 / 5)
+    assert stats["distinct_classes_per_image"] == pytest.approx((3 + 1 + 3 + 2 + 0) / 5)
+    assert stats["images_per_class"][15] == 3 and stats["objects_per_class"][15] == 4
+    task1, task2 = stats["15p1_tasks"][:2]
+    # Task 1's images hold 3, 0 and 1 objects of task-0 classes, beside 4 boxes of class 15.
+    assert (task1["images"], task1["old_objects_per_image"], task1["images_with_an_old_object"]) == (3, 1.333, 0.667)
+    assert task1["old_objects_per_labelled_box"] == pytest.approx(4 / 4)
+    # For task 2 the earlier one-class task's objects are old too.
+    assert (task2["images"], task2["old_objects_per_image"]) == (1, 2.0)
+
+
+def test_a_voc_profile_set_is_generated_read_back_and_its_spec_checked(tmp_path):
+    spec = SyntheticSpec(train=12, test=4, seed=2, width=160, height=160, profile="voc")
+    assert spec.to_json()["profile"] == "voc" and "profile" not in SyntheticSpec().to_json()
+    root = generate(tmp_path / "voc", spec, workers=1)
+    assert read_spec(root) == spec
+    labels = read_labels(root, "trainval")
+    assert len(labels) == 12 and all(labels) and all(0 <= c < 20 for image in labels for c in image)
+    dense = read_labels(generate(tmp_path / "dense", SyntheticSpec(train=12, test=4, seed=2, width=160, height=160),
+                                 workers=1), "trainval")
+    assert labels != dense
+    with pytest.raises(ValueError, match="SyntheticSpec profile must be one of"):
+        SyntheticSpec(profile="coco")
+    with pytest.raises(ValueError, match="profile 'voc' needs objects: drawn"):
+        SyntheticSpec(profile="voc", objects="fashion_mnist")
+    with pytest.raises(ValueError, match="objects_per_image applies to the dense profile"):
+        SyntheticSpec(profile="voc", objects_per_image=(1, 3))

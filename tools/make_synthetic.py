@@ -10,7 +10,9 @@ files, raw or .gz):
     python tools/make_synthetic.py --out data/synthetic_fashion_320 --objects fashion_mnist
 
 Easier or harder sets: ``--objects-per-image LOW HIGH``, ``--object-size LOW HIGH`` and
-``--no-clutter`` (cfg/demo.yml's set: 1 3, 32 96, no clutter).
+``--no-clutter`` (cfg/demo.yml's set: 1 3, 32 96, no clutter). ``--profile voc`` draws scenes
+shaped like VOC2007 trainval instead (cfg/synthetic.yml's set). The statistics of the training
+images are printed at the end.
 
 The same arguments give byte-identical files. Configs that use ``SyntheticDataset`` call the
 same generator on first use, so running this by hand is only needed for a custom set.
@@ -23,6 +25,8 @@ import time
 from typing import Sequence
 
 from nanodet.data.synthetic import MAX_SIZE, MIN_SIZE, OBJECT_CLASSES, SyntheticSpec, generate
+from nanodet.data.synthetic.spec import PROFILES
+from nanodet.data.synthetic.statistics import format_statistics, read_labels, set_statistics
 from nanodet.util.cli import run_main
 
 
@@ -44,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--object-size", type=int, nargs=2, default=[MIN_SIZE, MAX_SIZE], metavar=("LOW", "HIGH"),
                         help=f"longer side of an object in pixels, log-uniform (default {MIN_SIZE} {MAX_SIZE})")
     parser.add_argument("--no-clutter", action="store_true", help="leave out the lines, arcs and speckles")
+    parser.add_argument("--profile", choices=PROFILES, default="dense",
+                        help="dense: objects-per-image objects of uniform classes; voc: scenes shaped like VOC2007")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     args = parser.parse_args(argv)
     if min(args.train, args.test) < 0 or min(args.width, args.height) < 64:
@@ -52,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         spec = SyntheticSpec(train=args.train, test=args.test, seed=args.seed, width=args.width,
                              height=args.height, jpeg_quality=args.jpeg_quality, objects=args.objects,
                              fashion_mnist_path=args.fashion_mnist_path, objects_per_image=args.objects_per_image,
-                             object_size=args.object_size, clutter=not args.no_clutter)
+                             object_size=args.object_size, clutter=not args.no_clutter,
+                             profile=args.profile)
     except ValueError as err:
         parser.error(str(err))
     start = time.perf_counter()
@@ -62,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (FileExistsError, FileNotFoundError, ValueError) as err:  # bad --out or Fashion-MNIST files
         raise SystemExit(f"error: {err}") from None
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    if spec.objects == "drawn":
+        print("trainval:", format_statistics(set_statistics(read_labels(out, "trainval")), spec.classes))
 
 
 def cli() -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark report's runs (docs/results/report.md): every method on the synthetic benchmark
-# (cfg/synthetic.yml) for 15p1, 19p1 and 10p10, plus LD with a frozen pretrained MobileNetV2, on
+# (CFG, default cfg/synthetic.yml: VOC-shaped scenes; the committed report used the dense profile,
+# CFG=cfg/synthetic_dense.yml) for 15p1, 19p1 and 10p10, plus LD with a frozen pretrained MobileNetV2, on
 # one GPU, several runs at a time. Resumable: re-run the same command to continue where a run
 # stopped (finished runs are skipped, interrupted tasks continue from their last epoch).
 #
@@ -17,6 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT_DIR=${OUT_DIR:-runs/report}
+CFG=${CFG:-cfg/synthetic.yml}
 BASE_EPOCHS=${BASE_EPOCHS:-40}
 EPOCHS=${EPOCHS:-25}
 # Runs at a time. Without MPS the GPU time-slices between processes: 8 concurrent runs at batch 64
@@ -53,9 +55,9 @@ run_jobs() {
 : > "$jobs_file"
 for s in $SCENARIOS; do
     n=${s%%p*}
-    echo "base_$s $OUT_DIR/$s/base python naive.py --task $(first_classes $n) --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+    echo "base_$s $OUT_DIR/$s/base python naive.py --task $(first_classes $n) --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 done
-[[ " $SCENARIOS " == *" 15p1 "* ]] && echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg cfg/synthetic.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+[[ " $SCENARIOS " == *" 15p1 "* ]] && echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 [[ " $SCENARIOS " == *" 15p1 "* ]] && echo "base_15p1_mbv2 $OUT_DIR/15p1_mbv2/base python latentDistillation.py --task $(first_classes 15) --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 run_jobs
 
@@ -65,7 +67,7 @@ job() { [[ " $METHODS " == *" $1 "* ]] && echo "${s}_$1 $OUT_DIR/${s}${2}" "${@:
 : > "$jobs_file"
 for s in $SCENARIOS; do
     from="--base-model $(base_of $s)"
-    common="--task $s --cfg cfg/synthetic.yml $GPU $(epochs "$EPOCHS") $from"
+    common="--task $s --cfg $CFG $GPU $(epochs "$EPOCHS") $from"
     job ld /ld python latentDistillation.py $common
     job ld_pseudo /ld_pseudo_labels python latentDistillation.py $common --pseudo-labels $PSEUDO_LABEL_SCORE
     job sid /sid python SID.py $common

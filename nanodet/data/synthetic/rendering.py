@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from .fashion_mnist import CropSource, sample_crop
+from .scenes import sample_voc_scene
 from .shapes import CLASS_STYLE, hsv_to_bgr, object_texture, sample_drawn
 from .spec import MAX_SIZE, MIN_SIZE, SYNTHETIC_CLASSES
 
@@ -70,14 +71,15 @@ def _clutter(img: np.ndarray, rng):
 
 
 # --------------------------------------------------------------------------- objects
-def _place_objects(rng, width, height, num_objects, sample):
-    """Sample objects with ``sample(rng)``: (class, mask, x, y, payload) with truncation and
-    occlusion kept in bounds."""
+def _place_objects(rng, width, height, num_objects, sample, labels=None):
+    """Sample objects with ``sample(rng)`` (``sample(rng, label)`` for each of ``labels`` when
+    given): (class, mask, x, y, payload) with truncation and occlusion kept in bounds. An object
+    that finds no place in 20 attempts is left out."""
     occupancy = np.full((height, width), -1, np.int32)  # which object owns each pixel so far
     areas, placed = [], []
-    for index in range(num_objects):
+    for index in range(num_objects if labels is None else len(labels)):
         for _attempt in range(20):
-            label, mask, payload = sample(rng)
+            label, mask, payload = sample(rng) if labels is None else sample(rng, label=labels[index])
             mh, mw = mask.shape
             x = int(rng.integers(-mw // 2, width - mw // 2))
             y = int(rng.integers(-mh // 2, height - mh // 2))
@@ -112,21 +114,26 @@ def _paint_crop(region, inside, payload, rng):
 
 def render_image(rng: np.random.Generator, width: int, height: int, clean: bool = False,
                  crops: CropSource | None = None, objects_per_image: tuple[int, int] = (1, 8),
-                 object_size: tuple[int, int] = (MIN_SIZE, MAX_SIZE), clutter: bool = True) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+                 object_size: tuple[int, int] = (MIN_SIZE, MAX_SIZE), clutter: bool = True,
+                 profile: str = "dense") -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
     """One image (BGR uint8) and its objects as (label, [x0, y0, x1, y1]) with tight boxes.
 
     ``crops`` (one split of ``load_fashion_mnist``) draws real crops as the objects; None draws
     the shape classes. ``clean`` draws the objects on a black background without clutter, blur or
     noise, so tests can check boxes against the drawn pixels; ``clutter`` False leaves out only
-    the clutter.
+    the clutter. ``profile`` "voc" draws a VOC-shaped scene (scenes.py) instead of
+    ``objects_per_image`` objects of uniform classes.
     """
     img = np.zeros((height, width, 3), np.float32) if clean else _background(height, width, rng)
     if clutter and not clean:
         _clutter(img, rng)
     sample = (partial(sample_drawn, size_range=object_size) if crops is None
               else partial(sample_crop, crops=crops, size_range=object_size))
-    num_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
-    placed, occupancy = _place_objects(rng, width, height, num_objects, sample)
+    if profile == "voc":
+        placed, occupancy = _place_objects(rng, width, height, 0, sample, labels=sample_voc_scene(rng))
+    else:
+        num_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
+        placed, occupancy = _place_objects(rng, width, height, num_objects, sample)
     objects = []
     for index, (label, mask, x, y, payload) in enumerate(placed):
         mh, mw = mask.shape

@@ -153,10 +153,12 @@ def object_texture(kind: str, shape: tuple[int, int], hue: float, rng: np.random
 
 
 # --------------------------------------------------------------------------- one object
-def sample_drawn(rng: np.random.Generator,
-                 size_range: tuple[int, int] = (MIN_SIZE, MAX_SIZE)) -> tuple[int, np.ndarray, None]:
-    """A drawn shape of a random class, its longer side log-uniform in ``size_range``: (label, mask, None)."""
-    label = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
+def sample_drawn(rng: np.random.Generator, size_range: tuple[int, int] = (MIN_SIZE, MAX_SIZE),
+                 label: int | None = None) -> tuple[int, np.ndarray, None]:
+    """A drawn shape of ``label`` (None: a random class), its longer side log-uniform in
+    ``size_range``: (label, mask, None)."""
+    if label is None:
+        label = int(rng.integers(0, len(SYNTHETIC_CLASSES)))
     outline, _, _, aspect_range, rotates = CLASS_STYLE[SYNTHETIC_CLASSES[label]]
     min_size, max_size = size_range
     size = math.exp(rng.uniform(math.log(min_size), math.log(max_size)))

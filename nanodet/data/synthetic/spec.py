@@ -16,6 +16,7 @@ FASHION_MNIST_CLASSES = [
 ]
 OBJECT_CLASSES = {"drawn": SYNTHETIC_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
 
+PROFILES = ("dense", "voc")
 MIN_SIZE, MAX_SIZE = 12, 200  # default object sizes in pixels, drawn or a crop (SyntheticSpec.object_size)
 
 
@@ -45,6 +46,10 @@ class SyntheticSpec:
     # Lines, arcs and speckles that belong to no class; false keeps the background, blur and noise
     # but makes the shapes far quicker to learn (the CPU demo).
     clutter: bool = True
+    # Which objects an image holds: "dense" (``objects_per_image`` objects of independent, uniform
+    # classes) or "voc" (scenes shaped like VOC2007 trainval: its per-class frequencies, objects
+    # and distinct classes per image, co-occurring groups; drawn objects only). scenes.py.
+    profile: str = "dense"
 
     def __post_init__(self):
         if self.objects not in OBJECT_CLASSES:
@@ -57,6 +62,13 @@ class SyntheticSpec:
                 raise ValueError(f"SyntheticSpec {name} must be two integers [low, high] with "
                                  f"{low_limit} <= low <= high, got {value!r}")
             object.__setattr__(self, name, tuple(value))  # YAML and JSON give lists
+        if self.profile not in PROFILES:
+            raise ValueError(f"SyntheticSpec profile must be one of {list(PROFILES)}, got {self.profile!r}")
+        if self.profile == "voc" and self.objects != "drawn":
+            raise ValueError("SyntheticSpec profile 'voc' needs objects: drawn (its 20 classes stand for VOC's)")
+        if self.profile == "voc" and tuple(self.objects_per_image) != _FIELD_DEFAULTS["objects_per_image"]:
+            raise ValueError("SyntheticSpec objects_per_image applies to the dense profile; the voc profile "
+                             "draws VOC's number of objects")
         if not isinstance(self.clutter, bool):
             raise ValueError(f"SyntheticSpec clutter must be true or false, got {self.clutter!r}")
 
@@ -69,7 +81,7 @@ class SyntheticSpec:
         # Fields added after version 1 are left out at their defaults, so drawn-mode markers
         # (synthetic.json) stay byte-identical to those written before the fields existed.
         data = asdict(self)
-        for name in ("objects", "fashion_mnist_path", "objects_per_image", "object_size", "clutter"):
+        for name in ("objects", "fashion_mnist_path", "objects_per_image", "object_size", "clutter", "profile"):
             if data[name] == _FIELD_DEFAULTS[name]:
                 del data[name]
             elif isinstance(data[name], tuple):

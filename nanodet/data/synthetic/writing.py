@@ -51,7 +51,7 @@ def _generate_one(job):
     rng = np.random.default_rng([spec.seed, _SPLITS[split], index])
     crops = load_fashion_mnist(spec.fashion_mnist_path)[split] if spec.objects == "fashion_mnist" else None
     img, objects = render_image(rng, spec.width, spec.height, crops=crops, objects_per_image=spec.objects_per_image,
-                                object_size=spec.object_size, clutter=spec.clutter)
+                                object_size=spec.object_size, clutter=spec.clutter, profile=spec.profile)
     image_id = _image_id(split, index)
     ok, encoded = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
     assert ok
