@@ -99,12 +99,14 @@ def test_the_console_shows_each_summary_once_and_run_log_keeps_every_table(tmp_p
 
     console = next(h for h in get_logger().handlers if type(h) is logging.StreamHandler)
     shown = io.StringIO()
-    previous = console.setStream(shown)
+    # The stream itself, not setStream: the handler may hold an earlier test's captured stream,
+    # closed by now, which setStream would flush.
+    previous, console.stream = console.stream, shown
     try:
         make_runner(tmp_path).run()
         logging.getLogger("nanodet.evaluator.coco_detection").info("a table after the run")
     finally:
-        console.setStream(previous)
+        console.stream = previous
     shown, saved = shown.getvalue(), (tmp_path / "run" / "run.log").read_text()
     summary = "task 1/1 [pentagon+crescent+"
     assert shown.count(summary) == 1 and saved.count(summary) == 1

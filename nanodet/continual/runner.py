@@ -36,6 +36,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from .. import evaluator as evaluator_package
 from ..evaluator import CocoDetectionEvaluator
 from ..model.arch import build_model
 from ..model.backbone import check_pretrained_weights
@@ -203,7 +204,8 @@ class ContinualRunner:
     def run(self) -> dict:
         with run_dir_lock(self.run_dir, enabled=is_rank_zero()):
             self._prepare_run_dir()
-            with run_log(self.run_dir / "run.log"):
+            # The evaluators' full tables go to run.log; the console shows one summary a task.
+            with run_log(self.run_dir / "run.log", hidden=(evaluator_package.__name__,)):
                 return self._run()
 
     def _run(self) -> dict:

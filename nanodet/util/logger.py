@@ -16,9 +16,9 @@ from typing import Iterator, Sequence
 LOGGER_NAME = "nanodet"
 _FORMAT = "[%(name)s %(asctime)s] %(levelname)s %(message)s"
 FILE_ONLY = {"file_only": True}  # ``logger.info(..., extra=FILE_ONLY)``: the log file, not the console
-# What a run's console leaves out below WARNING: the evaluators' tables and Lightning's notices
-# ("GPU available...", "`Trainer.fit` stopped...").
-RUN_DETAIL_LOGGERS = ("nanodet.evaluator", "pytorch_lightning", "lightning.pytorch")
+# Lightning's loggers: a run's console leaves out their notices below WARNING ("GPU available...",
+# "`Trainer.fit` stopped..."); the caller names its own loggers to hide beside them.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch")
 
 _hidden_from_console: list[str] = []  # logger-name prefixes, while a ``run_log`` lasts
 
@@ -75,13 +75,14 @@ def remove_log_file(handler: logging.Handler | None) -> None:
 
 def _lightning_loggers() -> list[logging.Logger]:
     # Lightning's loggers print through handlers of their own and do not propagate to ours.
-    return [logging.getLogger(name) for name in RUN_DETAIL_LOGGERS[1:]]
+    return [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
 
 
 @contextmanager
-def run_log(path: str | Path, hidden: Sequence[str] = RUN_DETAIL_LOGGERS) -> Iterator[None]:
+def run_log(path: str | Path, hidden: Sequence[str] = ()) -> Iterator[None]:
     """While it lasts, the package's and Lightning's records go to ``path`` too (rank 0), and the
-    console leaves out what the loggers ``hidden`` (name prefixes) say below WARNING."""
+    console leaves out what Lightning's loggers and the loggers ``hidden`` (name prefixes) say
+    below WARNING."""
     handler = add_log_file(path)
     lightning = _lightning_loggers()
     for lg in lightning:
@@ -90,7 +91,7 @@ def run_log(path: str | Path, hidden: Sequence[str] = RUN_DETAIL_LOGGERS) -> Ite
         for console in list(lg.handlers):
             if console is not handler:
                 console.addFilter(_CONSOLE_FILTER)
-    hidden = list(hidden)
+    hidden = [*LIGHTNING_LOGGERS, *hidden]
     _hidden_from_console.extend(hidden)
     try:
         yield
