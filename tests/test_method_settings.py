@@ -30,7 +30,8 @@ def test_describe_and_run_name_follow_the_declarations():
 @pytest.mark.parametrize("name, settings, message", [
     ("sid", {"pseudo_labels": 1.5}, r"--pseudo-labels is a score threshold in \(0, 1\), got 1.5"),
     ("replay", {"buffer_size": 0}, r"--buffer-size must be positive, got 0"),
-    ("replay", {"buffer_policy": "newest"}, r"--buffer-policy must be one of \('random', 'balanced'\), got 'newest'"),
+    ("replay", {"buffer_policy": "newest"},
+     r"--buffer-policy must be one of \('random', 'balanced', 'ocdm'\), got 'newest'"),
     ("ld", {"freeze_backbone_from": -1}, r"--freeze-backbone-from must be >= 0, got -1"),
     ("latent_replay", {"latent_dtype": "int4"}, r"--latent-dtype must be one of \('fp16', 'int8'\), got 'int4'"),
 ])

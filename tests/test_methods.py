@@ -12,7 +12,7 @@ from fixtures_continual import tiny_cfg, tiny_runner
 from nanodet.continual import build_method, parse_scenario
 from nanodet.continual.data import TaskData
 from nanodet.continual.methods import TaskContext, Teacher
-from nanodet.continual.methods.buffer import (BufferItem, ImageReplay, ReplayBatchSampler, select_balanced,
+from nanodet.continual.methods.buffer import (BufferItem, ImageReplay, ReplayBatchSampler, select_balanced, select_ocdm,
                                               select_random)
 from nanodet.continual.methods.distillation import LogitDistillation
 from nanodet.continual.methods.frozen_backbone import FrozenBackbone
@@ -181,6 +181,36 @@ def test_the_balanced_buffer_gives_every_class_an_equal_share_on_a_skewed_stream
     images_per_class = np.array([sum(c in item.record.labels for item in buffer) for c in range(20)])
     assert images_per_class.min() >= 12  # 250 images, 20 classes
     assert images_per_class.max() - images_per_class.min() <= 2, images_per_class  # was 12 against 69
+
+
+def test_the_ocdm_buffer_is_closer_to_uniform_than_random_on_a_skewed_stream():
+    from nanodet.data.dataset import ImageRecord
+
+    def item(key, labels, task):
+        return BufferItem(ImageRecord(key, f"{key}.jpg", 10, 10, [[0, 0, 5, 5]] * len(labels), labels,
+                                      [False] * len(labels)), task)
+
+    # By hand: three images of class 0 and one of class 1; two kept are one of each.
+    small = [item(0, [0], 0), item(1, [0], 0), item(2, [0], 0), item(3, [1], 0)]
+    kept = select_ocdm(np.random.default_rng(0), [], small, 2)
+    assert sorted(int(i.record.labels[0]) for i in kept) == [0, 1]
+    # Boxes, not images: an image of three class-0 boxes weighs three.
+    kept = select_ocdm(np.random.default_rng(0), [], [item(4, [0, 0, 0], 0), item(5, [0], 0), item(6, [1], 0)], 2)
+    assert sorted(i.record.id for i in kept) == [5, 6]
+
+    def l2_to_uniform(policy):
+        rng = np.random.default_rng(3)
+        frequency = np.r_[8.0, np.linspace(3, 0.5, 14)]
+        base = [item(i, rng.choice(15, size=rng.integers(1, 5), p=frequency / frequency.sum()).tolist(), 0)
+                for i in range(1500)]
+        buffer = policy(rng, [], base, 250)
+        for task, label in enumerate(range(15, 20), start=1):
+            buffer = policy(rng, buffer, [item(task * 10000 + i, [label], task) for i in range(60)], 250)
+            assert len(buffer) == 250 and len({id(b) for b in buffer}) == 250
+        counts = np.bincount([c for b in buffer for c in b.record.labels], minlength=20)
+        return float(((counts / counts.sum() - 1 / 20) ** 2).sum())
+
+    assert l2_to_uniform(select_ocdm) < l2_to_uniform(select_random) / 20
 
 
 def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):

@@ -11,6 +11,9 @@ Policies (``buffer_policy``):
     balanced  every seen class gets an equal share of the buffer, counted in images (an image
               counts for each class it holds; ``select_balanced`` says how ties and images of
               several classes are chosen).
+    ocdm      OCDM (Liang and Li, 2022): from the buffer and the new images, drop one image at a
+              time, the one whose removal brings the buffer's class distribution of boxes
+              closest to uniform, until the buffer fits.
 """
 
 from __future__ import annotations
@@ -95,7 +98,36 @@ def select_balanced(rng: np.random.Generator, old: list[BufferItem], new: list[B
     return [candidates[i] for i in sorted(chosen)]
 
 
-SELECTIONS = {"random": select_random, "balanced": select_balanced}
+def select_ocdm(rng: np.random.Generator, old: list[BufferItem], new: list[BufferItem],
+                size: int) -> list[BufferItem]:
+    """OCDM's greedy removal: while the candidates (the buffer and the new task's images) exceed
+    ``size``, remove the image whose removal leaves the box labels' class distribution nearest
+    to uniform over the seen classes (squared distance; ties at random). Distribution, not
+    images: an image of three boxes of one class weighs three."""
+    candidates = old + new
+    if len(candidates) <= size:
+        return list(candidates)
+    classes = sorted({int(c) for item in candidates for c in item.record.labels})
+    column = {c: k for k, c in enumerate(classes)}
+    boxes = np.zeros((len(candidates), len(classes)), dtype=np.float64)
+    for i, item in enumerate(candidates):
+        np.add.at(boxes[i], [column[int(c)] for c in item.record.labels], 1.0)
+    kept = np.ones(len(candidates), dtype=bool)
+    totals = boxes.sum(axis=0)
+    uniform = 1.0 / len(classes)
+    for _ in range(len(candidates) - size):
+        rows = np.flatnonzero(kept)
+        after = totals - boxes[rows]  # the class counts without each remaining image
+        share = after / np.maximum(after.sum(axis=1, keepdims=True), 1e-12)
+        distance = ((share - uniform) ** 2).sum(axis=1)
+        best = rows[np.flatnonzero(distance <= distance.min() + 1e-15)]
+        drop = int(best[rng.integers(len(best))])
+        kept[drop] = False
+        totals -= boxes[drop]
+    return [candidates[i] for i in np.flatnonzero(kept)]
+
+
+SELECTIONS = {"random": select_random, "balanced": select_balanced, "ocdm": select_ocdm}
 
 
 class ReplayBatchSampler(torch.utils.data.Sampler):

@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 from typing import Any, Callable, Iterable, Optional
 
-BUFFER_POLICIES = ("random", "balanced")
+BUFFER_POLICIES = ("random", "balanced", "ocdm")
 ALWAYS = "always"
 WHEN_SET = "when set"  # shown when not None and not False
 
@@ -64,8 +64,9 @@ class Settings:
     buffer_size: Optional[int] = setting(
         None, int, "keep this many earlier-task images in a replay buffer; half of every batch comes from it",
         metavar="IMAGES", check=lambda v: None if v is None or v >= 1 else "must be positive", shown=WHEN_SET)
-    buffer_policy: str = setting("random", str, "which images the buffer keeps: random (the paper's) or "
-                                 "class-balanced", choices=BUFFER_POLICIES, shown="buffer_size")
+    buffer_policy: str = setting("random", str, "which images the buffer keeps: random (the paper's), "
+                                 "class-balanced, or ocdm (the boxes' class distribution closest to uniform)",
+                                 choices=BUFFER_POLICIES, shown="buffer_size")
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
