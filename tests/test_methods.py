@@ -213,6 +213,47 @@ def test_the_ocdm_buffer_is_closer_to_uniform_than_random_on_a_skewed_stream():
     assert l2_to_uniform(select_ocdm) < l2_to_uniform(select_random) / 20
 
 
+def test_label_propagation_labels_newer_classes_on_buffer_images_never_over_a_box(setup, monkeypatch):
+    from nanodet.continual.methods import buffer as buffer_module
+    from nanodet.evaluator.detections import Detections
+
+    method = build_method("replay", buffer_size=4, label_propagation=0.5)
+    replay = method.part(ImageReplay)
+    method.on_task_end(context_for(setup, 0), None)  # task 0: nothing earlier to label
+    replay.buffer = replay.buffer[:2]  # two task-0 images, both kept at the next refill (half of 4)
+    first, second = replay.buffer[0].record, replay.buffer[1].record
+    existing = first.boxes[0]
+    asked = []
+
+    def fake_predictions(model, dataset, cfg, device):
+        asked.append(sorted(r.id for r in dataset.records))
+        rows = [
+            (first.id, 4, [0, 0, 10, 10], 0.9),                    # task 1's triangle, free: added
+            (first.id, 5, list(existing + [1, 1, 1, 1]), 0.95),    # over a box it has: not added
+            (first.id, 4, [50, 50, 60, 60], 0.3),                  # under the threshold: not added
+            (first.id, 0, [70, 70, 90, 90], 0.99),                 # an old class: not added
+            (second.id, 5, [20, 20, 40, 40], 0.6),                 # task 1's diamond: added
+        ]
+        return Detections(np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
+                          np.array([r[2] for r in rows], np.float32), np.array([r[3] for r in rows], np.float32))
+
+    monkeypatch.setattr(buffer_module, "predict_detections", fake_predictions)
+    method.on_task_end(context_for(setup, 1), torch.nn.Linear(1, 1))  # new classes: triangle 4, diamond 5
+    assert asked == [sorted([first.id, second.id])]  # only the earlier images are labelled
+    by_id = {item.record.id: item for item in replay.buffer}
+    got = by_id[first.id].record
+    assert list(got.labels) == list(first.labels) + [4] and not got.difficult[-1]
+    np.testing.assert_array_equal(got.boxes[:-1], first.boxes)
+    np.testing.assert_array_equal(got.boxes[-1], [0, 0, 10, 10])
+    assert list(by_id[second.id].record.labels) == list(second.labels) + [5]
+    assert by_id[first.id].task == 0  # still task 0's image
+    assert all(len(item.record.labels) == len(set(map(tuple, item.record.boxes.tolist()))) for item in replay.buffer)
+    with pytest.raises(ValueError, match="--label-propagation labels a replay buffer: give --buffer-size"):
+        build_method("naive", label_propagation=0.5)
+    with pytest.raises(ValueError, match="--label-propagation labels an image buffer"):
+        build_method("latent_replay", buffer_size=4, label_propagation=0.5)
+
+
 def test_replay_batches_are_half_buffer_with_the_buffers_own_boxes(setup):
     cfg, scenario, data = setup
     method = build_method("replay", buffer_size=6)

@@ -96,7 +96,7 @@ class ContinualMethod:
 
     def buffer_part(self) -> Part:
         """The replay buffer ``buffer_size`` turns on: earlier tasks' images."""
-        return ImageReplay(self.settings.buffer_size, self.settings.buffer_policy)
+        return ImageReplay(self.settings.buffer_size, self.settings.buffer_policy, self.settings.label_propagation)
 
     def part(self, kind: type) -> Part | None:
         """The method's part of this kind, if it has one."""

@@ -14,6 +14,12 @@ Policies (``buffer_policy``):
     ocdm      OCDM (Liang and Li, 2022): from the buffer and the new images, drop one image at a
               time, the one whose removal brings the buffer's class distribution of boxes
               closest to uniform, until the buffer fits.
+
+Label propagation (``label_propagation``, as in RCLPOD): at the end of each task, before the
+buffer is refilled, the model just trained labels the buffer's earlier images with its
+detections of that task's classes scoring at least the threshold, except where one overlaps a
+box the image already has (IoU 0.5 or more), so a replayed image no longer teaches "background"
+where a newer class stands.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 
 from ...data.dataset import ImageRecord
 from ...trainer.builders import build_train_loader, distributed_rank
+from ...trainer.evaluate import predict_detections
 from ...util.io import atomic_write_json
 from .parts import Part
 from .settings import BUFFER_POLICIES
@@ -130,6 +137,38 @@ def select_ocdm(rng: np.random.Generator, old: list[BufferItem], new: list[Buffe
 SELECTIONS = {"random": select_random, "balanced": select_balanced, "ocdm": select_ocdm}
 
 
+def propagate_labels(model: torch.nn.Module, buffer: list[BufferItem], context: TaskContext, score: float,
+                     iou: float = 0.5) -> list[BufferItem]:
+    """``buffer`` with the earlier tasks' images given ``model``'s detections of the current task's
+    classes (score >= ``score``, not overlapping an existing box by ``iou`` or more)."""
+    from torchvision.ops import box_iou
+
+    earlier = [item for item in buffer if item.task < context.index]
+    if not earlier:
+        return buffer
+    dataset = context.train_dataset.with_records([item.record for item in earlier]).without_augmentation()
+    device = next(model.parameters()).device
+    found = predict_detections(model, dataset, context.cfg, device)
+    keep = np.isin(found.labels, context.new_classes) & (found.scores >= score)
+    updated = {}
+    for item in earlier:
+        rows = np.flatnonzero(keep & (found.image_ids == int(item.record.id)))
+        if not len(rows):
+            continue
+        record = item.record
+        boxes = torch.as_tensor(found.boxes[rows], dtype=torch.float32)
+        if len(record.boxes):
+            overlap = box_iou(boxes, torch.as_tensor(record.boxes, dtype=torch.float32)).amax(dim=1)
+            rows, boxes = rows[(overlap < iou).numpy()], boxes[overlap < iou]
+        if not len(rows):
+            continue
+        updated[id(item)] = dataclasses.replace(item, record=dataclasses.replace(
+            record, boxes=np.concatenate([record.boxes, boxes.numpy()]).astype(np.float32),
+            labels=np.concatenate([record.labels, found.labels[rows]]).astype(np.int64),
+            difficult=np.concatenate([record.difficult, np.zeros(len(rows), bool)])))
+    return [updated.get(id(item), item) for item in buffer]
+
+
 class ReplayBatchSampler(torch.utils.data.Sampler):
     """Indices into the current task's images followed by the buffer's: half of each batch from each.
 
@@ -179,14 +218,17 @@ class ReplayBatchSampler(torch.utils.data.Sampler):
 class ImageReplay(Part):
     """``size`` earlier-task images (``policy``: random or balanced), half of every batch."""
 
-    def __init__(self, size: int, policy: str = "random"):
+    def __init__(self, size: int, policy: str = "random", label_propagation: float | None = None):
         if policy not in SELECTIONS:
             raise ValueError(f"buffer policy must be one of {POLICIES}, got {policy!r}")
         self.size, self.policy = size, policy
+        self.label_propagation = label_propagation
         self.buffer: list[BufferItem] = []
 
     # ------------------------------------------------------------------ the buffer
     def on_task_end(self, context: TaskContext, model: torch.nn.Module) -> None:
+        if self.label_propagation is not None:
+            self.buffer = propagate_labels(model, self.buffer, context, self.label_propagation)
         rng = np.random.default_rng([context.seed, context.index, 7])
         new = [BufferItem(r, context.index) for r in context.train_dataset.records]
         self.buffer = SELECTIONS[self.policy](rng, self.buffer, new, self.size)

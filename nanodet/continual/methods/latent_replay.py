@@ -68,6 +68,9 @@ class LatentReplay(ContinualMethod):
         return [FrozenBackbone(self.settings.freeze_backbone_from)]
 
     def buffer_part(self) -> LatentBuffer:
+        if self.settings.label_propagation is not None:
+            raise ValueError("--label-propagation labels an image buffer; Latent Replay's holds feature maps "
+                             "with the boxes they were stored with")
         frozen = self.part(FrozenBackbone)
         return LatentBuffer(self.settings.buffer_size, self.settings.buffer_policy,
                             self.settings.latent_dtype, frozen)

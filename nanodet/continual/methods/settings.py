@@ -67,6 +67,11 @@ class Settings:
     buffer_policy: str = setting("random", str, "which images the buffer keeps: random (the paper's), "
                                  "class-balanced, or ocdm (the boxes' class distribution closest to uniform)",
                                  choices=BUFFER_POLICIES, shown="buffer_size")
+    label_propagation: Optional[float] = setting(
+        None, float, "after each task, label the buffer's earlier images with the new model's detections of "
+        "that task's classes scoring at least SCORE, never over a box they have (needs --buffer-size)",
+        metavar="SCORE", check=lambda v: None if v is None or 0.0 < v < 1.0 else "is a score threshold in (0, 1)",
+        shown=WHEN_SET)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -76,6 +81,8 @@ class Settings:
             problem = meta["check"](value) if meta["check"] else None
             if problem:
                 raise ValueError(f"{flag_name(field.name)} {problem}, got {value!r}")
+        if self.label_propagation is not None and self.buffer_size is None:
+            raise ValueError(f"{flag_name('label_propagation')} labels a replay buffer: give --buffer-size too")
 
     def shown(self) -> dict:
         """The settings ``describe()`` reports, in declaration order."""
