@@ -99,8 +99,10 @@ def test_sid_trains_the_backbone(setup):
 
 
 # --------------------------------------------------------------- distillation terms
-def distill_terms(setup, method_name, student, teacher_model, t=1):
-    method = build_method(method_name, freeze_backbone_from=0) if method_name == "ld" else build_method(method_name)
+def distill_terms(setup, method_name, student, teacher_model, t=1, **settings):
+    if method_name == "ld":
+        settings.setdefault("freeze_backbone_from", 0)
+    method = build_method(method_name, **settings)
     method.teacher = Teacher(teacher_model, share_backbone=method.teacher_shares_backbone)
     img = torch.randn(2, 3, 64, 64)
     context = context_for(setup, t)
@@ -122,6 +124,26 @@ def test_distillation_terms_are_zero_for_equal_and_positive_for_different_models
                 p.add_(0.05 * torch.randn_like(p))
     different = distill_terms(setup, method, student, other)
     assert all(float(v) > 0.0 for v in different.values()), different
+
+
+def test_erd_is_a_part_any_method_takes_and_distils_against_the_teacher(setup):
+    from nanodet.continual.methods.erd import ElasticResponseDistillation
+
+    method = build_method("naive", erd=True)
+    assert isinstance(method.part(ElasticResponseDistillation), ElasticResponseDistillation)
+    assert method.describe() == {"method": "naive", "erd": True}
+    torch.manual_seed(0)
+    student = build_model(setup[0].model)
+    equal = distill_terms(setup, "naive", student, student, erd=True)
+    assert set(equal) == {"loss_erd_cls", "loss_erd_reg"} and all(float(v) == 0.0 for v in equal.values())
+    other = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in other.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        other.head.gfl_cls[-1].bias[1] = 4.0  # a confident old-class (ring) response on the coarsest level
+    different = distill_terms(setup, "naive", student, other, erd=True)
+    assert all(float(v) > 0.0 for v in different.values()), different
+    assert distill_terms(setup, "naive", student, other, t=0, erd=True) == {}  # task 0: no old classes
 
 
 def test_sid_distils_old_and_future_logits_never_the_current_tasks(setup):

@@ -25,6 +25,7 @@ from ...trainer.builders import build_train_loader
 from ...util.gt_batch import PADDED_GT_KEYS
 from ..scenario import Scenario
 from .buffer import ImageReplay
+from .erd import ElasticResponseDistillation
 from .frozen_backbone import FrozenBackbone
 from .parts import DropBackground, Part
 from .pseudo_labels import PseudoLabels
@@ -92,6 +93,8 @@ class ContinualMethod:
             parts.append(PseudoLabels(settings.pseudo_labels, settings.pseudo_label_iou))
         if settings.drop_background:
             parts.append(DropBackground())
+        if settings.erd:
+            parts.append(ElasticResponseDistillation())
         return parts
 
     def buffer_part(self) -> Part:

@@ -61,6 +61,9 @@ class Settings:
         shown="pseudo_labels", in_run_name=False, flag=False)
     drop_background: bool = setting(
         False, bool, "at tasks >= 1, drop the background term of the classification loss", shown=WHEN_SET)
+    erd: bool = setting(
+        False, bool, "at tasks >= 1, add elastic response distillation (ERD) against the previous task's model",
+        shown=WHEN_SET)
     buffer_size: Optional[int] = setting(
         None, int, "keep this many earlier-task images in a replay buffer; half of every batch comes from it",
         metavar="IMAGES", check=lambda v: None if v is None or v >= 1 else "must be positive", shown=WHEN_SET)
