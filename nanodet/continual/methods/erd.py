@@ -14,8 +14,9 @@ scores). At the selected locations:
 Each term is averaged over the selected locations of the batch. Where this differs from the
 paper: the paper distils regression at the teacher's boxes kept after NMS among the selected
 locations; here regression is distilled at the same elastically selected locations, which
-keeps the training step free of data-dependent shapes (it stays one CUDA graph). Both terms
-have weight 1 by default, as in the paper's setting.
+keeps the training step free of data-dependent shapes (it stays one CUDA graph). The weights
+(1 and 1) and the temperature (2) are this implementation's defaults; they were not checked
+against the paper's values.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .parts import Part
-from .teacher import _class_index
+from .teacher import class_index
 
 if TYPE_CHECKING:
     from .base import TaskContext
@@ -45,7 +46,7 @@ def erd_losses(student_preds: torch.Tensor, teacher_preds: torch.Tensor, old_cla
                reg_max: int, temperature: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(classification, regression) ERD terms of raw head outputs ``[B, N, C + 4 * (reg_max + 1)]``."""
     student_preds, teacher_preds = student_preds.float(), teacher_preds.float().detach()
-    old = _class_index(tuple(old_classes), student_preds.device)  # made once: no copy inside a captured step
+    old = class_index(tuple(old_classes), student_preds.device)  # made once: no copy inside a captured step
     teacher_scores = teacher_preds[..., :num_classes].index_select(-1, old).sigmoid()
     student_scores = student_preds[..., :num_classes].index_select(-1, old).sigmoid()
     selected = elastic_selection(teacher_scores.amax(dim=-1)).float()  # [B, N]

@@ -64,13 +64,14 @@ def logit_distillation(student_preds: torch.Tensor, teacher_preds: torch.Tensor,
         return F.mse_loss(student_preds.float(), teacher_preds.float())
     if len(class_ids) == 0:
         return student_preds.new_zeros(())
-    index = _class_index(tuple(class_ids), student_preds.device)
+    index = class_index(tuple(class_ids), student_preds.device)
     return F.mse_loss(student_preds[..., index].float(), teacher_preds[..., index].float())
 
 
 @functools.lru_cache(maxsize=64)
-def _class_index(class_ids: tuple, device: torch.device) -> torch.Tensor:
-    # Made once: a host-to-device copy per step would stall the step (and cannot be captured).
+def class_index(class_ids: tuple, device: torch.device) -> torch.Tensor:
+    """The class ids as a device tensor, made once per set and device: a host-to-device copy per
+    step would stall the step (and cannot be captured)."""
     return torch.as_tensor(class_ids, device=device)
 
 

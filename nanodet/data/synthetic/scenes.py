@@ -31,7 +31,9 @@ PERSON_BESIDE = 0.3  # chance that a scene of another primary class also holds p
 MAX_OBJECTS_PER_CLASS = 10  # VOC's crowds are cut here: a 320x320 image has room for so many
 
 
-def _group_of():
+@lru_cache(maxsize=1)
+def _group_of() -> dict[int, tuple[int, ...]]:
+    """Each grouped class's group (person belongs to none: it joins any scene)."""
     group = {}
     for members in SCENE_GROUPS.values():
         for c in members:
