@@ -9,6 +9,12 @@
 #     PARALLEL=4 BASE_EPOCHS=100 EPOCHS=100 tools/synthetic_report.sh   # the paper's 100 epochs
 #     EXTRA="--set KEY=VALUE ..." tools/synthetic_report.sh               # more overrides for every run
 #     SCENARIOS=10p10 METHODS="naive replay" tools/synthetic_report.sh     # only these (and their base)
+#     SCENARIOS="15p1 19p1" METHODS="$ABLATION" tools/synthetic_report.sh  # the background-term ablation
+#
+# METHODS names: joint (15p1 only), naive, replay, replay_balanced, latent_replay, lwf, sid, ld, ld_pseudo
+# (pseudo-labels), ld_mbv2 (15p1 only: the frozen pretrained MobileNetV2), erd (fine-tuning with ERD),
+# lwf_ocdm and ld_ocdm_lp (the presets: LwF with an OCDM buffer; LD with an OCDM buffer and label
+# propagation), and METHOD_nobg for naive, lwf, sid and ld with --drop-background.
 #
 # Every method of a scenario starts from the same base model (task 0 trained once, naive, as in
 # the paper, where all methods share the 15-class base), given by --base-model; joint training is
@@ -26,7 +32,12 @@ EPOCHS=${EPOCHS:-25}
 PARALLEL=${PARALLEL:-2}
 PSEUDO_LABEL_SCORE=${PSEUDO_LABEL_SCORE:-0.5}
 SCENARIOS=${SCENARIOS:-"15p1 19p1 10p10"}  # a subset runs only those (15p1 brings joint and MobileNetV2)
-METHODS=${METHODS:-"ld ld_pseudo sid lwf replay latent_replay naive ld_mbv2"}  # stage 2's runs
+METHODS=${METHODS:-"joint ld ld_pseudo sid lwf replay latent_replay naive ld_mbv2"}
+# The ablation of issue 20: does the background term on unlabelled old objects erase old classes?
+# shellcheck disable=SC2034  # for the caller, as METHODS="$ABLATION"
+ABLATION="naive naive_nobg lwf lwf_nobg sid sid_nobg ld ld_nobg ld_pseudo"
+BUFFER_SIZE=${BUFFER_SIZE:-250}
+LABEL_PROPAGATION_SCORE=${LABEL_PROPAGATION_SCORE:-0.5}
 GPU="--device cuda:0 --no-progress-bar --set device.gpu_augment=true --set device.precision=bf16 \
 --set device.channels_last=true --set schedule.warmup.steps=100 ${EXTRA:-}"
 CLASSES=(disc ring square frame triangle diamond cross star hexagon octagon pentagon crescent arrow bar
@@ -57,13 +68,14 @@ for s in $SCENARIOS; do
     n=${s%%p*}
     echo "base_$s $OUT_DIR/$s/base python naive.py --task $(first_classes $n) --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 done
-[[ " $SCENARIOS " == *" 15p1 "* ]] && echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
-[[ " $SCENARIOS " == *" 15p1 "* ]] && echo "base_15p1_mbv2 $OUT_DIR/15p1_mbv2/base python latentDistillation.py --task $(first_classes 15) --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+wants() { [[ " $METHODS " == *" $1 "* ]]; }
+[[ " $SCENARIOS " == *" 15p1 "* ]] && wants joint && echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+[[ " $SCENARIOS " == *" 15p1 "* ]] && wants ld_mbv2 && echo "base_15p1_mbv2 $OUT_DIR/15p1_mbv2/base python latentDistillation.py --task $(first_classes 15) --cfg cfg/synthetic_mbv2.yml $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 run_jobs
 
 # Stage 2: every method of every scenario from its base; the longest scenarios first.
 # job METHOD RUN_DIR_SUFFIX COMMAND...: queued for scenario $s when METHODS names it.
-job() { [[ " $METHODS " == *" $1 "* ]] && echo "${s}_$1 $OUT_DIR/${s}${2}" "${@:3}" >> "$jobs_file"; }
+job() { wants "$1" && echo "${s}_$1 $OUT_DIR/${s}${2}" "${@:3}" >> "$jobs_file"; }
 : > "$jobs_file"
 for s in $SCENARIOS; do
     from="--base-model $(base_of $s)"
@@ -75,6 +87,15 @@ for s in $SCENARIOS; do
     job replay /replay python replay.py $common
     job latent_replay /latent_replay python replay.py --latent $common
     job naive /naive python naive.py $common
+    job replay_balanced /replay_balanced python replay.py $common --buffer-policy balanced
+    job naive_nobg /naive_drop_background python naive.py $common --drop-background
+    job lwf_nobg /lwf_drop_background python lwf.py $common --drop-background
+    job sid_nobg /sid_drop_background python SID.py $common --drop-background
+    job ld_nobg /ld_drop_background python latentDistillation.py $common --drop-background
+    job erd /erd python naive.py $common --erd
+    job lwf_ocdm /lwf_ocdm python lwf.py $common --buffer-size "$BUFFER_SIZE" --buffer-policy ocdm
+    job ld_ocdm_lp /ld_ocdm_label_propagation python latentDistillation.py $common --buffer-size "$BUFFER_SIZE" \
+        --buffer-policy ocdm --label-propagation "$LABEL_PROPAGATION_SCORE"
     if [ $s = 15p1 ]; then
         job ld_mbv2 _mbv2/ld python latentDistillation.py --task 15p1 --cfg cfg/synthetic_mbv2.yml $GPU \
             $(epochs "$EPOCHS") --base-model $(base_of 15p1_mbv2)
