@@ -125,3 +125,18 @@ def test_latent_distillation_with_a_replay_buffer_needs_no_new_class(data_dir, t
     assert run_label(results) == "ld+replay buffer 6"  # tables and plots tell it from plain LD
     second = results["per_task"][1]
     assert second["trainable_parameters"] < second["parameters_in_memory"]  # frozen backbone, teacher's head
+
+
+def test_run_labels_name_every_optional_part():
+    def labelled(scenario="15p1", tasks=(["a"], ["b"]), **method):
+        return run_label({"scenario": scenario, "tasks": list(tasks), "method": method})
+
+    assert labelled(method="naive", erd=True) == "naive+ERD"
+    assert labelled(method="lwf", buffer_size=250, buffer_policy="ocdm") == "lwf+replay buffer 250 (ocdm)"
+    assert labelled(method="replay", buffer_size=250, buffer_policy="balanced") == "replay (balanced)"
+    assert labelled(method="replay", buffer_size=250, buffer_policy="random") == "replay"
+    assert (labelled(method="ld", buffer_size=250, buffer_policy="ocdm", label_propagation=0.5)
+            == "ld+replay buffer 250 (ocdm)+label propagation 0.5")
+    assert labelled(method="ld", drop_background=True) == "ld+drop-background"
+    assert labelled(tasks=(["a"],), method="naive") == "base"
+    assert labelled(scenario="joint", tasks=(["a", "b"],), method="naive") == "joint"

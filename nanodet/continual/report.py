@@ -142,19 +142,28 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path, labels: Sequence[str] |
 
 
 def run_label(results: dict) -> str:
-    """The method plus the settings that tell runs apart (pseudo-labels, a replay buffer added to
-    a method that has none, a non-default config)."""
+    """The method plus the settings that tell runs apart (the optional parts: pseudo-labels, no
+    background term, ERD, a replay buffer added to a method that has none, a buffer policy other
+    than random, label propagation; a non-default config). A base model (task 0 alone) is "base"."""
+    method = results["method"]
     if results.get("scenario") == "joint":
         label = "joint"
+    elif len(results.get("tasks") or []) == 1:  # task 0 alone: the base the methods start from
+        label = "base"
     else:
-        method = results["method"]
         label = method.get("label") or method["method"]
         if method.get("pseudo_labels") is not None:
             label += f"+pseudo-labels {method['pseudo_labels']}"
         if method.get("drop_background"):
             label += "+drop-background"
+        if method.get("erd"):
+            label += "+ERD"
         if method.get("buffer_size") is not None and "replay" not in method["method"]:
             label += f"+replay buffer {method['buffer_size']}"
+        if method.get("buffer_size") is not None and method.get("buffer_policy", "random") != "random":
+            label += f" ({method['buffer_policy']})"
+        if method.get("label_propagation") is not None:
+            label += f"+label propagation {method['label_propagation']}"
     backbone = (((results.get("cfg") or {}).get("model") or {}).get("arch") or {}).get("backbone") or {}
     if backbone.get("name") not in (None, "ShuffleNetV2"):
         label += f" ({backbone['name']})"
