@@ -73,6 +73,8 @@ def test_a_teacher_exists_when_a_part_needs_one(setup):
 
 
 class RecordingHead(torch.nn.Module):
+    num_classes = 20
+
     def __init__(self):
         super().__init__()
         self.calls = []
@@ -90,6 +92,18 @@ def test_drop_background_removes_the_negative_term_from_task_1_on(setup):
         for t in (0, 1):
             method.detection_loss(context(setup, t), model, outputs, {})
     assert model.head.calls == [{}, {}, {}, {"background": False}]
+
+
+def test_erd_keeps_the_background_term_of_every_class_but_the_old_ones(setup):
+    model = torch.nn.Module()
+    model.head = RecordingHead()
+    outputs = StudentOutputs(torch.zeros(1, 3, 4))
+    build_method("naive", erd=True).detection_loss(context(setup, 0), model, outputs, {})
+    build_method("naive", erd=True).detection_loss(context(setup, 1), model, outputs, {})
+    build_method("naive", erd=True, drop_background=True).detection_loss(context(setup, 1), model, outputs, {})
+    at_task_0, at_task_1, with_drop = model.head.calls
+    assert at_task_0 == {} and with_drop == {"background": False}  # dropping it wins: no class keeps it
+    assert torch.equal(at_task_1["background"], torch.arange(20) >= 3)  # task 1: disc, ring, square are old
 
 
 class ConstantTerm(Part):

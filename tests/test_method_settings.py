@@ -94,4 +94,5 @@ def test_a_flag_of_the_method_not_chosen_is_an_error():
     assert values_for(METHODS["latent_replay"].Settings, args, offered, "latent_replay")["latent_dtype"] == "int8"
     defaults = values_for(METHODS["replay"].Settings, parser.parse_args([]), offered, "replay")
     assert defaults == {"pseudo_labels": None, "drop_background": False, "erd": False, "buffer_size": 250,
-                        "buffer_policy": "random", "label_propagation": None}
+                        "buffer_policy": "random", "label_propagation": None, "box_replay": None,
+                        "box_replay_side": 48, "box_replay_per_image": 2}

@@ -108,7 +108,7 @@ def distill_terms(setup, method_name, student, teacher_model, t=1, **settings):
     context = context_for(setup, t)
     student.eval()
     outputs, _ = method.forward_student(context, student, {"img": img})
-    return method.extra_losses(context, student, {}, outputs, method.forward_teacher(img, outputs))
+    return method.extra_losses(context, student, {"img": img}, outputs, method.forward_teacher(img, outputs))
 
 
 @pytest.mark.parametrize("method", ["lwf", "sid", "ld"])

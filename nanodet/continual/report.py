@@ -144,7 +144,7 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path, labels: Sequence[str] |
 def run_label(results: dict) -> str:
     """The method plus the settings that tell runs apart (the optional parts: pseudo-labels, no
     background term, ERD, a replay buffer added to a method that has none, a buffer policy other
-    than random, label propagation; a non-default config). A base model (task 0 alone) is "base"."""
+    than random, label propagation, box replay; a non-default config). A base model (task 0 alone) is "base"."""
     method = results["method"]
     if results.get("scenario") == "joint":
         label = "joint"
@@ -164,6 +164,8 @@ def run_label(results: dict) -> str:
             label += f" ({method['buffer_policy']})"
         if method.get("label_propagation") is not None:
             label += f"+label propagation {method['label_propagation']}"
+        if method.get("box_replay") is not None:
+            label += f"+box replay {method['box_replay']}"
     backbone = (((results.get("cfg") or {}).get("model") or {}).get("arch") or {}).get("backbone") or {}
     if backbone.get("name") not in (None, "ShuffleNetV2"):
         label += f" ({backbone['name']})"

@@ -66,6 +66,7 @@ class ContinualTask(TrainingTask):
 
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         method, context = self.method, self.context
+        batch = method.augment_batch(context, batch)  # box replay
         images = batch["img"].shape[0]
         student, batch = method.forward_student(context, self.model, batch)
         self.images_seen += student.preds.shape[0] - images  # samples a method adds (Latent Replay's)

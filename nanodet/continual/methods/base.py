@@ -6,7 +6,7 @@ what is stored after a task); the method calls every part's hooks in order and o
 the previous task's model, made when a part needs one. The named methods (SID, LwF, Latent
 Distillation, Replay, Latent Replay) are presets: a ``Settings`` dataclass and the parts built
 from it (``build_parts``). Every method may also hold the optional parts its settings turn on:
-pseudo-labels, no background term, a replay buffer (``optional_parts``), so that combinations
+pseudo-labels, no background term, ERD, a replay buffer, box replay (``optional_parts``), so that combinations
 such as Latent Distillation with a replay buffer need no new class.
 
 The loop of a task (batches, detection loss, optimizer, logging) is ``ContinualTask``'s; the task
@@ -15,6 +15,7 @@ sequence, evaluation and reports are the runner's.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -24,6 +25,7 @@ import torch
 from ...trainer.builders import build_train_loader
 from ...util.gt_batch import PADDED_GT_KEYS
 from ..scenario import Scenario
+from .box_replay import BoxReplay
 from .buffer import ImageReplay
 from .erd import ElasticResponseDistillation
 from .frozen_backbone import FrozenBackbone
@@ -95,6 +97,8 @@ class ContinualMethod:
             parts.append(DropBackground())
         if settings.erd:
             parts.append(ElasticResponseDistillation())
+        if settings.box_replay is not None:
+            parts.append(BoxReplay(settings.box_replay, settings.box_replay_side, settings.box_replay_per_image))
         return parts
 
     def buffer_part(self) -> Part:
@@ -133,6 +137,12 @@ class ContinualMethod:
             part.load_state(task_dir)
 
     # ---------------------------------------------------------------- the training step
+    def augment_batch(self, context: TaskContext, batch: dict) -> dict:
+        """The batch after every part's augmentation (box replay's pasted crops)."""
+        for part in self.parts:
+            batch = part.augment_batch(context, batch)
+        return batch
+
     def forward_student(self, context: TaskContext, model: torch.nn.Module,
                         batch: dict) -> tuple[StudentOutputs, dict]:
         """The student's outputs, and the batch the losses see (a part may extend it)."""
@@ -156,9 +166,23 @@ class ContinualMethod:
 
     def detection_loss(self, context: TaskContext, model: torch.nn.Module, outputs: StudentOutputs,
                        batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if all(part.keeps_background(context) for part in self.parts):
+        kept = self.background_classes(context)
+        if kept is None:
             return model.head.loss(outputs.preds, batch)
-        return model.head.loss(outputs.preds, batch, background=False)
+        if not kept:
+            return model.head.loss(outputs.preds, batch, background=False)
+        return model.head.loss(outputs.preds, batch, background=class_mask(kept, model.head.num_classes,
+                                                                            outputs.preds.device))
+
+    def background_classes(self, context: TaskContext) -> frozenset[int] | None:
+        """The classes whose background term the detection loss keeps (None: all), those every
+        part keeps: none with ``drop_background``, the new ones with ERD."""
+        kept = None
+        for part in self.parts:
+            own = part.background_classes(context)
+            if own is not None:
+                kept = own if kept is None else kept & own
+        return kept
 
     def extra_losses(self, context: TaskContext, model: torch.nn.Module, batch: dict, outputs: StudentOutputs,
                      teacher: StudentOutputs | None) -> dict:
@@ -212,6 +236,14 @@ class ContinualMethod:
     def describe(self) -> dict:
         """The method and its settings, as run.json and results.json record them."""
         return {"method": self.name, **self.settings.shown()}
+
+
+@functools.lru_cache(maxsize=16)
+def class_mask(classes: frozenset[int], num_classes: int, device: torch.device) -> torch.Tensor:
+    """``[num_classes]`` bool, true at ``classes``; made once per task (a captured step must not copy)."""
+    mask = torch.zeros(num_classes, dtype=torch.bool)
+    mask[sorted(classes)] = True
+    return mask.to(device)
 
 
 def student_forward(model: torch.nn.Module, img: torch.Tensor, frozen_backbone: bool = False) -> StudentOutputs:

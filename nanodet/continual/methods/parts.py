@@ -7,8 +7,10 @@ A part overrides only the hooks it needs; every default does nothing. The parts 
 * ``LogitDistillation``, ``FeatureDistillation`` (distillation.py): loss terms against the teacher;
 * ``PseudoLabels`` (pseudo_labels.py): the teacher's old-class detections join the ground truth;
 * ``DropBackground`` (below): no background term at tasks >= 1;
-* ``ImageReplay`` (replay.py) and ``LatentBuffer`` (latent_replay.py): a buffer of earlier tasks'
-  images or feature maps, and the batches drawn from it.
+* ``ImageReplay`` (buffer.py) and ``LatentBuffer`` (latent_replay.py): a buffer of earlier tasks'
+  images or feature maps, and the batches drawn from it;
+* ``ElasticResponseDistillation`` (erd.py): ERD's terms at the teacher's elastically chosen locations;
+* ``BoxReplay`` (box_replay.py): old-class object crops pasted into the batches' images.
 
 The teacher (the previous task's model) is the method's, made when a part says it needs one.
 """
@@ -44,6 +46,11 @@ class Part:
     def load_state(self, task_dir: Path) -> None:
         """Read back what ``save_state`` wrote after the task whose folder is ``task_dir``."""
 
+    def augment_batch(self, context: TaskContext, batch: dict) -> dict:
+        """The batch as the student and the teacher see it (its images and ground truth), before
+        the forward pass; the input batch is not modified."""
+        return batch
+
     def forward_student(self, method: ContinualMethod, context: TaskContext, model: torch.nn.Module,
                         batch: dict) -> tuple[StudentOutputs, dict] | None:
         """``(StudentOutputs, batch)`` when this part runs the student its own way, else None."""
@@ -54,9 +61,10 @@ class Part:
         """The batch with what this part adds to its ground truth (``teacher``: its outputs or None)."""
         return batch
 
-    def keeps_background(self, context: TaskContext) -> bool:
-        """Whether the classification loss keeps its background (negative) term."""
-        return True
+    def background_classes(self, context: TaskContext) -> frozenset[int] | None:
+        """The classes whose background (negative) term the classification loss keeps; None:
+        every class (the method keeps the classes that every part keeps)."""
+        return None
 
     def losses(self, context: TaskContext, model: torch.nn.Module, batch: dict, student: StudentOutputs,
                teacher: StudentOutputs | None) -> dict:
@@ -85,5 +93,5 @@ class DropBackground(Part):
     distillation configs did, so that unlabelled old objects are not pushed to background.
     Task 0 is always standard."""
 
-    def keeps_background(self, context: TaskContext) -> bool:
-        return context.index == 0
+    def background_classes(self, context: TaskContext) -> frozenset[int] | None:
+        return None if context.index == 0 else frozenset()

@@ -76,6 +76,16 @@ class Settings:
         metavar="SCORE", check=lambda v: None if v is None or 0.0 < v < 1.0 else "is a score threshold in (0, 1)",
         shown=WHEN_SET)
 
+    box_replay: Optional[int] = setting(
+        None, int, "keep a bank of this many old-class object crops and paste them into new-task images "
+        "(box replay, as in ABR)", metavar="BOXES",
+        check=lambda v: None if v is None or v >= 1 else "must be positive", shown=WHEN_SET)
+    box_replay_side: int = setting(48, int, "side in pixels of each stored crop (3 * side^2 bytes a crop)",
+                                   metavar="PIXELS", check=lambda v: None if v >= 4 else "must be at least 4",
+                                   shown="box_replay")
+    box_replay_per_image: int = setting(2, int, "crops pasted into each training image", metavar="CROPS",
+                                        check=lambda v: None if v >= 1 else "must be positive", shown="box_replay")
+
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value, meta = getattr(self, field.name), field.metadata

@@ -356,7 +356,7 @@ class NanoDetPlusHead(nn.Module):
 
     # -------------------------------------------------------------------------------- loss
     def loss(self, preds: torch.Tensor, gt_meta: Mapping[str, Any], aux_preds: torch.Tensor | None = None,
-             background: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             background: bool | torch.Tensor = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Detection loss of a batch.
 
         Args:
@@ -366,9 +366,11 @@ class NanoDetPlusHead(nn.Module):
                 GT already padded on the device under ``nanodet.util.gt_batch.PADDED_GT_KEYS`` (batched path).
             aux_preds (Tensor or None): output of the auxiliary head; when given, it (not
                 ``preds``) drives the label assignment and gets its own losses (``aux_*``).
-            background (bool): False drops the quality focal loss of the priors assigned to
-                background, so only positives are supervised (a continual-learning option:
-                unlabeled old objects are then not pushed towards background).
+            background (bool or Tensor [num_classes] bool): False drops the quality focal loss
+                of the priors assigned to background, so only positives are supervised (a
+                continual-learning option: unlabeled old objects are then not pushed towards
+                background); a per-class mask keeps the negatives of the classes it marks and
+                supervises the others only at their own positives.
 
         Returns:
             (loss, loss_states): the total and its named terms.
@@ -415,10 +417,12 @@ class NanoDetPlusHead(nn.Module):
         # actually averaged across processes: it all-reduced a temporary).
         num_total_samples = num_pos.sum().clamp(min=1).float()
         positive = (labels >= 0) & (labels < self.num_classes)
-        if not background:
+        background_classes = background if isinstance(background, torch.Tensor) else None
+        if background is False:
             label_weights = torch.where(positive, label_weights, 0.0)
         loss_qfl = self.loss_qfl(
-            cls_preds, (labels, label_scores), weight=label_weights, avg_factor=num_total_samples
+            cls_preds, (labels, label_scores), weight=label_weights, avg_factor=num_total_samples,
+            background_classes=background_classes,
         )
 
         # Box terms are weighted by the (detached) best class score of each positive.

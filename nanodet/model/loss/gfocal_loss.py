@@ -15,13 +15,17 @@ from .utils import REDUCTIONS, weighted_loss
 
 @weighted_loss
 def quality_focal_loss(pred: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor],
-                       beta: float = 2.0) -> torch.Tensor:
+                       beta: float = 2.0, background_classes: torch.Tensor | None = None) -> torch.Tensor:
     """QFL per row of ``pred`` (``[N, C]`` logits).
 
     ``target`` is ``(label [N], score [N])``: a label in ``[0, C)`` marks a positive whose
     class should predict ``score`` (the IoU of its box); any other label (``C`` for
     background) makes the row all-negative. Every class is a binary cross-entropy against
     its soft target, scaled by ``|target - sigmoid(pred)| ** beta``. Returns ``[N]``.
+
+    ``background_classes`` (``[C]`` bool, a continual-learning option): the classes whose
+    negatives count; a class outside it is supervised only where it is the target (ERD trains
+    the old classes' outputs on nothing but their own positives).
     """
     if len(target) != 2:
         raise ValueError("the QFL target must be a (label, score) pair")
@@ -35,6 +39,8 @@ def quality_focal_loss(pred: torch.Tensor, target: tuple[torch.Tensor, torch.Ten
     soft_target = torch.where(is_target, score[:, None].to(pred.dtype), pred.new_zeros(()))
     scale = (soft_target - pred.sigmoid()).abs().pow(beta)
     loss = F.binary_cross_entropy_with_logits(pred, soft_target, reduction="none") * scale
+    if background_classes is not None:
+        loss = torch.where(is_target | background_classes[None, :], loss, loss.new_zeros(()))
     return loss.sum(dim=1)
 
 
@@ -73,10 +79,12 @@ class QualityFocalLoss(nn.Module):
         self.loss_weight = loss_weight
 
     def forward(self, pred: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor | None = None,
-                avg_factor: float | torch.Tensor | None = None, reduction_override: str | None = None) -> torch.Tensor:
+                avg_factor: float | torch.Tensor | None = None, reduction_override: str | None = None,
+                background_classes: torch.Tensor | None = None) -> torch.Tensor:
         reduction = _check_reduction(reduction_override, self.reduction)
         return self.loss_weight * quality_focal_loss(
-            pred, target, weight, beta=self.beta, reduction=reduction, avg_factor=avg_factor
+            pred, target, weight, beta=self.beta, reduction=reduction, avg_factor=avg_factor,
+            background_classes=background_classes,
         )
 
 
