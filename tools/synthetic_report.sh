@@ -24,6 +24,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT_DIR=${OUT_DIR:-runs/report}
+# SEEDS="1234 1235 1236": every run (bases included) once per seed, into OUT_DIR/seedN/, one seed
+# after the other; python tools/seed_report.py OUT_DIR --out DIR then tables mean ± std of what exists.
+if [ -n "${SEEDS:-}" ]; then
+    for seed in $SEEDS; do
+        SEEDS="" SEED=$seed OUT_DIR="$OUT_DIR/seed$seed" bash "$0" || exit
+    done
+    exit 0
+fi
+SEED=${SEED:-1234}
 CFG=${CFG:-cfg/synthetic.yml}
 BASE_EPOCHS=${BASE_EPOCHS:-40}
 EPOCHS=${EPOCHS:-25}
@@ -39,7 +48,7 @@ ABLATION="naive naive_nobg lwf lwf_nobg sid sid_nobg ld ld_nobg ld_pseudo"
 BUFFER_SIZE=${BUFFER_SIZE:-250}
 LABEL_PROPAGATION_SCORE=${LABEL_PROPAGATION_SCORE:-0.5}
 BOX_REPLAY=${BOX_REPLAY:-1000}  # crops in the box-replay bank (48x48: 6.9 MB, against 76.8 MB for 250 images)
-GPU="--device cuda:0 --no-progress-bar --set device.gpu_augment=true --set device.precision=bf16 \
+GPU="--device cuda:0 --no-progress-bar --seed $SEED --set device.gpu_augment=true --set device.precision=bf16 \
 --set device.channels_last=true --set schedule.warmup.steps=100 ${EXTRA:-}"
 CLASSES=(disc ring square frame triangle diamond cross star hexagon octagon pentagon crescent arrow bar
          lshape tshape checker target bowtie drop)
