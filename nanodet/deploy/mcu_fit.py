@@ -16,7 +16,8 @@ the graph's own, two greedy schedulers and, within a budget of states, an exact 
 wise ops may write into an input that dies there (``inplace``). The arena is then planned as TFLite
 Micro's greedy planner does (largest buffer first, each at the lowest offset free for its
 lifetime, sizes rounded up to 16 bytes), which can leave gaps: the planned arena is the figure to
-compare with a part's RAM.
+compare with a part's RAM. The best of a few other placement orders is given beside it, as what
+an offline plan could reach.
 
 Not counted: the runtime's code and its own scratch buffers (im2col and the like, which depend on
 the kernels), the stack and the application's buffers. All sizes are in bytes here; reports give
@@ -262,66 +263,77 @@ def mcu_graph(model: onnx.ModelProto) -> McuGraph:
     feeds an fp32 op stays (a dequantize writing a 4-byte tensor), as does a QuantizeLinear of an
     fp32 op's output. A model input read only by QuantizeLinear is fed already quantized."""
     model = with_static_shapes(model)
-    graph = model.graph
-    constants = _constant_names(model)
-    nodes = [node for node in graph.node if not all(out in constants for out in node.output)]
-    producer = {out: node for node in nodes for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for name in dict.fromkeys(node.input):
-            if name not in constants:
-                consumers.setdefault(name, []).append(node)
-    graph_inputs = [i.name for i in graph.input if i.name not in constants]
-    graph_outputs = {o.name for o in graph.output}
-
-    def is_int8_kernel(node: onnx.NodeProto) -> bool:
-        if node.op_type in (QUANTIZE, DEQUANTIZE):
-            return False
-        reads = [name for name in node.input if name not in constants]
-        return (bool(reads) and all(producer.get(name) is not None and producer[name].op_type == DEQUANTIZE
-                                    for name in reads)
-                and all(out not in graph_outputs and consumers.get(out)
-                        and all(c.op_type == QUANTIZE for c in consumers[out]) for out in node.output))
-
-    int8_kernels = {id(node) for node in nodes if is_int8_kernel(node)}
-
-    def runs_int8(node: onnx.NodeProto | None) -> bool:
-        return node is not None and id(node) in int8_kernels
-
-    aliases, folded = _Aliases(), set()
-    for node in nodes:
-        source = node.input[0]
-        if node.op_type == QUANTIZE and source not in constants:
-            written_by_int8 = runs_int8(producer.get(source)) or source in graph_inputs
-            first_quantize = consumers[source][0] is node
-            if written_by_int8 and first_quantize and all(c.op_type == QUANTIZE for c in consumers[source]):
-                aliases.join(node.output[0], source)
-                folded.add(id(node))
-        elif node.op_type == DEQUANTIZE and source not in constants:
-            readers = consumers.get(node.output[0], [])
-            if readers and node.output[0] not in graph_outputs and all(runs_int8(r) for r in readers):
-                aliases.join(node.output[0], source)
-                folded.add(id(node))
-
+    index = _NodeIndex(model)
+    aliases, folded = index.fold_qdq()
     storage = _storage_types(model, aliases)
     ops, tensors = [], {}
-    for node in nodes:
+    for node in index.nodes:
         if id(node) in folded:
             continue
-        reads = [name for name in node.input if name not in constants]
-        if runs_int8(node):  # an int8 kernel reads the quantized tensor even where the DQ also stays
-            reads = [producer[name].input[0] for name in reads]
+        reads = [name for name in node.input if name not in index.constants]
+        if index.runs_int8(node):  # an int8 kernel reads the quantized tensor, even where the DQ stays
+            reads = [index.producer[name].input[0] for name in reads]
         op = McuOp(node.name or f"{node.op_type}_{len(ops)}", node.op_type,
                    tuple(dict.fromkeys(aliases.root(name) for name in reads)),
-                   tuple(aliases.root(name) for name in node.output), quantized=runs_int8(node))
+                   tuple(aliases.root(name) for name in node.output), quantized=index.runs_int8(node))
         ops.append(op)
         for name in op.outputs:
             tensors[name] = _activation(name, storage, op.name)
-    inputs = tuple(dict.fromkeys(aliases.root(name) for name in graph_inputs))
+    inputs = tuple(dict.fromkeys(aliases.root(name) for name in index.inputs))
     for name in inputs:
         tensors[name] = _activation(name, storage, "(model input)")
-    outputs = tuple(aliases.root(o.name) for o in graph.output)
-    return McuGraph(ops, tensors, inputs, outputs)
+    return McuGraph(ops, tensors, inputs, tuple(aliases.root(o.name) for o in model.graph.output))
+
+
+class _NodeIndex:
+    """The nodes that compute on activations (not on constants alone), who writes and who reads
+    each activation, and which nodes run as int8 kernels."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.constants = _constant_names(model)
+        self.nodes = [node for node in model.graph.node if not all(out in self.constants for out in node.output)]
+        self.producer = {out: node for node in self.nodes for out in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in dict.fromkeys(node.input):
+                if name not in self.constants:
+                    self.consumers.setdefault(name, []).append(node)
+        self.inputs = [i.name for i in model.graph.input if i.name not in self.constants]
+        self.outputs = {o.name for o in model.graph.output}
+        self.int8_kernels = {id(node) for node in self.nodes if self._is_int8_kernel(node)}
+
+    def _is_int8_kernel(self, node: onnx.NodeProto) -> bool:
+        if node.op_type in (QUANTIZE, DEQUANTIZE):
+            return False
+        reads = [name for name in node.input if name not in self.constants]
+        dequantized = all(name in self.producer and self.producer[name].op_type == DEQUANTIZE for name in reads)
+        quantized = all(out not in self.outputs and self.consumers.get(out)
+                        and all(c.op_type == QUANTIZE for c in self.consumers[out]) for out in node.output)
+        return bool(reads) and dequantized and quantized
+
+    def runs_int8(self, node: onnx.NodeProto | None) -> bool:
+        return node is not None and id(node) in self.int8_kernels
+
+    def fold_qdq(self) -> tuple[_Aliases, set[int]]:
+        """The tensors that share a buffer once QDQ pairs fold, and the Q/DQ nodes folded away: a
+        QuantizeLinear of what an int8 kernel wrote (or of the model input), if it is the tensor's
+        only reader; a DequantizeLinear read only by int8 kernels."""
+        aliases, folded = _Aliases(), set()
+        for node in self.nodes:
+            if node.op_type not in (QUANTIZE, DEQUANTIZE) or node.input[0] in self.constants:
+                continue
+            source, result = node.input[0], node.output[0]
+            if node.op_type == QUANTIZE:
+                written_by_int8 = self.runs_int8(self.producer.get(source)) or source in self.inputs
+                readers = self.consumers[source]  # a second Quantize stays: it requantizes the first's buffer
+                fold = written_by_int8 and readers[0] is node and all(c.op_type == QUANTIZE for c in readers)
+            else:
+                readers = self.consumers.get(result, [])
+                fold = bool(readers) and result not in self.outputs and all(self.runs_int8(r) for r in readers)
+            if fold:
+                aliases.join(result, source)
+                folded.add(id(node))
+        return aliases, folded
 
 
 def _storage_types(model: onnx.ModelProto, aliases: _Aliases) -> dict[str, tuple[tuple[int, ...], int]]:
