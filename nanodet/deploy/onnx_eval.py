@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -114,9 +114,17 @@ def predict_onnx(session: ort.InferenceSession, head: NanoDetPlusHead, dataset: 
         raise ValueError(f"expected one raw output [1, N, {expected}] (an export without "
                          f"--decode), the model has {shapes}")
     input_name = session.get_inputs()[0].name
+    return predict_raw(lambda image: session.run(None, {input_name: image})[0], onnx_input_size(session), head,
+                       dataset, num_workers)
+
+
+def predict_raw(run: Callable[[np.ndarray], np.ndarray], input_size: Sequence[int], head: NanoDetPlusHead,
+                dataset: torch.utils.data.Dataset, num_workers: int = 0) -> dict[int, dict[int, list[list[float]]]]:
+    """``predict_onnx`` for any runner of the exported model: ``run`` maps a ``[1, 3, H, W]`` image
+    at ``input_size`` (w, h) to the raw output (a LiteRT model: ``nanodet.deploy.tflite``)."""
     results = {}
-    for batch in fixed_size_batches(dataset, onnx_input_size(session), num_workers=num_workers):
-        (output,) = session.run(None, {input_name: batch["img"].numpy()})
+    for batch in fixed_size_batches(dataset, input_size, num_workers=num_workers):
+        output = run(batch["img"].numpy())
         results.update(head.post_process(raw_output_to_preds(output, head.num_classes), batch))
     return results
 
