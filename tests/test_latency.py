@@ -28,6 +28,15 @@ def test_onnx_and_torch_timings_report_their_spread_and_threads(tmp_path):
     assert timing["median_ms"] > 0 and torch.get_num_threads() == before  # the caller's threads are restored
 
 
+def test_a_tflite_model_is_timed_by_its_interpreter():
+    from pathlib import Path
+
+    from nanodet.deploy.latency import tflite_latency
+
+    timing = tflite_latency(Path(__file__).parent / "data" / "tiny_head_float32.tflite", threads=1, runs=3, warmup=1)
+    assert timing["median_ms"] > 0 and timing["threads"] == 1
+
+
 def test_a_dynamic_or_broken_model_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="dynamic shape"):
         onnx_latency(tiny_onnx(tmp_path / "dynamic.onnx", shape=("batch", 3, 16, 16)))
@@ -46,5 +55,5 @@ def test_the_tool_times_every_model_at_every_thread_count(tmp_path, capsys):
         (True, 1), (False, 1), (True, 2), (False, 2)]  # the ONNX model, then PyTorch, per thread count
     assert "PyTorch float32 160x160" in capsys.readouterr().out
     assert (tmp_path / "latency.json").is_file()
-    with pytest.raises(SystemExit, match="missing.onnx: no such ONNX file"):
+    with pytest.raises(SystemExit, match="missing.onnx: no such model file"):
         tool.main(["cfg/demo.yml", "--onnx", str(tmp_path / "missing.onnx")])

@@ -1,5 +1,6 @@
 """Inference time per image on this machine's CPU: ONNX models (float, int8) with onnxruntime,
-and the float PyTorch model, on one thread and on every core.
+LiteRT models (.tflite, tools/convert_tflite.py) with their interpreter, and the float PyTorch
+model, on one thread and on every core.
 
     python tools/latency.py cfg/synthetic.yml --onnx workspace/nanodet.onnx workspace/nanodet_int8.onnx \
         [--model workspace/model.pth] [--threads 1 0] [--runs 50] [--json latency.json]
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from nanodet.deploy.latency import machine, onnx_latency, torch_latency
+from nanodet.deploy.latency import machine, onnx_latency, tflite_latency, torch_latency
 from nanodet.model.arch import build_model
 from nanodet.util import CheckpointError, load_model_weight
 from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main
@@ -26,7 +27,8 @@ from nanodet.util.cli import add_config_arg, add_config_override_arg, config_fro
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arg(parser)
-    parser.add_argument("--onnx", nargs="*", default=[], help="ONNX models to time (tools/export_onnx.py, quantize.py)")
+    parser.add_argument("--onnx", nargs="*", default=[],
+                        help="models to time: .onnx (tools/export_onnx.py, quantize.py) or .tflite (convert_tflite.py)")
     parser.add_argument("--model", default=None, help="weights of the PyTorch model (.pth or .ckpt); optional")
     parser.add_argument("--no-torch", action="store_true", help="do not time the PyTorch model")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="thread counts (0: every core)")
@@ -37,12 +39,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_from_args(args.config, args)
     for path in args.onnx:
         if not Path(path).is_file():
-            raise SystemExit(f"error: {path}: no such ONNX file")
+            raise SystemExit(f"error: {path}: no such model file")
     rows = []
     for threads in args.threads:
         for path in args.onnx:
             try:
-                rows.append({"model": str(path), **onnx_latency(path, threads, args.runs)})
+                timer = tflite_latency if str(path).endswith(".tflite") else onnx_latency
+                rows.append({"model": str(path), **timer(path, threads, args.runs)})
             except ValueError as err:
                 raise SystemExit(f"error: {err}") from None
         if not args.no_torch:

@@ -1,4 +1,5 @@
-"""Inference time of one image on the CPU: an ONNX model with onnxruntime, the float PyTorch model.
+"""Inference time of one image on the CPU: an ONNX model with onnxruntime, a LiteRT (TFLite) model
+with its interpreter (XNNPACK), the float PyTorch model.
 
 What an edge CPU pays per frame: batch 1, the network alone (no decoding or NMS, which the
 head's post-processing adds on the host either way), after warm-up runs, as the median of
@@ -60,6 +61,16 @@ def onnx_latency(path: str | Path, threads: int = 1, runs: int = 50, warmup: int
         raise ValueError(f"{path}: input {entry.name} has a dynamic shape {entry.shape}; export a fixed size")
     image = np.random.default_rng(0).standard_normal(entry.shape).astype(np.float32)
     return {**_timed(lambda: session.run(None, {entry.name: image}), runs, warmup), "threads": threads}
+
+
+def tflite_latency(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 10) -> dict:
+    """Per-image inference time of the LiteRT model at ``path`` (``nanodet.deploy.tflite``)."""
+    from .tflite import TFLiteModel
+
+    model = TFLiteModel(path, threads=threads or os.cpu_count())
+    width, height = model.input_size
+    image = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
+    return {**_timed(lambda: model(image), runs, warmup), "threads": threads}
 
 
 def torch_latency(model: torch.nn.Module, input_size: tuple[int, int], threads: int = 1, runs: int = 50,
