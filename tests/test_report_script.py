@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(tmp_path, **env):
+def run_script(tmp_path, logs="logs", **env):
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir()
     stub.write_text('#!/bin/sh\necho "$@"\n')
@@ -16,13 +16,13 @@ def run_script(tmp_path, **env):
     environ = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "OUT_DIR": str(out), **env}
     subprocess.run(["bash", str(ROOT / "tools" / "synthetic_report.sh")], env=environ, check=True,
                    capture_output=True, text=True, timeout=60)
-    return out, {p.stem: p.read_text() for p in (out / "logs").glob("*.log")}
+    return out, {p.stem: p.read_text() for p in (out / logs).glob("*.log")}
 
 
 def test_methods_picks_the_runs_of_stage_two_and_bases_still_run(tmp_path):
     out, commands = run_script(tmp_path, SCENARIOS="15p1 10p10", METHODS="naive ld_mbv2")
     assert sorted(commands) == ["10p10_naive", "15p1_ld_mbv2", "15p1_naive", "base_10p10", "base_15p1",
-                                "base_15p1_mbv2", "joint"]
+                                "base_15p1_mbv2"]  # joint only when METHODS names it
     mbv2 = commands["15p1_ld_mbv2"].split()
     assert mbv2[0] == "latentDistillation.py" and "cfg/synthetic_mbv2.yml" in mbv2
     assert mbv2[mbv2.index("--base-model") + 1] == str(out / "15p1_mbv2" / "base" / "task_0" / "model.pth")
@@ -40,3 +40,26 @@ def test_every_method_by_default_and_finished_runs_are_skipped(tmp_path):
     assert sorted(commands) == ["19p1_latent_replay", "19p1_ld", "19p1_ld_pseudo", "19p1_lwf", "19p1_naive",
                                 "19p1_replay", "base_19p1"]
     assert "--pseudo-labels 0.5" in commands["19p1_ld_pseudo"] and "--latent" in commands["19p1_latent_replay"]
+
+
+def test_the_ablation_and_the_presets_run_by_name(tmp_path):
+    _, commands = run_script(tmp_path, SCENARIOS="19p1",
+                             METHODS="naive_nobg sid_nobg ld_nobg erd lwf_ocdm ld_ocdm_lp ld_box")
+    assert sorted(commands) == ["19p1_erd", "19p1_ld_box", "19p1_ld_nobg", "19p1_ld_ocdm_lp", "19p1_lwf_ocdm",
+                                "19p1_naive_nobg", "19p1_sid_nobg", "base_19p1"]
+    assert commands["19p1_sid_nobg"].startswith("SID.py") and "--drop-background" in commands["19p1_sid_nobg"]
+    assert commands["19p1_erd"].startswith("naive.py") and "--erd" in commands["19p1_erd"]
+    assert "--buffer-size 250 --buffer-policy ocdm" in commands["19p1_lwf_ocdm"]
+    assert "--buffer-policy ocdm --label-propagation 0.5" in commands["19p1_ld_ocdm_lp"]
+    assert "--box-replay 1000" in commands["19p1_ld_box"]
+
+
+def test_seeds_run_everything_once_per_seed_into_its_own_folder(tmp_path):
+    out, first = run_script(tmp_path, logs="seed1/logs", SEEDS="1 2", SCENARIOS="19p1", METHODS="ld")
+    second = {p.stem: p.read_text() for p in (out / "seed2" / "logs").glob("*.log")}
+    assert sorted(first) == sorted(second) == ["19p1_ld", "base_19p1"]
+    for seed, commands in ((1, first), (2, second)):
+        for command in commands.values():
+            words = command.split()
+            assert words[words.index("--seed") + 1] == str(seed)
+            assert words[words.index("--out") + 1].startswith(str(out / f"seed{seed}"))

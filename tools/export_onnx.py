@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 from nanodet.deploy.onnx_eval import build_dataset_at_size, onnx_session
 from nanodet.deploy.onnx_export import DEFAULT_OPSET, dataset_images, export_onnx, max_abs_difference
-from nanodet.model.arch import build_model
-from nanodet.util import CheckpointError, get_logger, load_model_weight
-from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main
+from nanodet.util import get_logger
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, config_from_args, model_with_weights,
+                              parse_args, run_main)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -42,13 +42,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_from_args(args.config, args)
     input_size = tuple(args.input_size or cfg.data.val.input_size)
 
-    model = build_model(cfg.model)
-    if args.model:
-        try:
-            load_model_weight(model, args.model, strict=True)
-        except CheckpointError as err:
-            raise SystemExit(f"error: {err}") from None
-    else:
+    model = model_with_weights(cfg, args.model)
+    if not args.model:
         get_logger().warning("no --model: exporting the random initial weights")
     try:
         out = export_onnx(model, args.out, input_size, decode=args.decode, opset=args.opset)

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nanodet.deploy.latency import machine, onnx_latency, tflite_latency, torch_latency
-from nanodet.model.arch import build_model
-from nanodet.util import CheckpointError, load_model_weight
-from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, config_from_args, model_with_weights,
+                              parse_args, run_main)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -49,12 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             except ValueError as err:
                 raise SystemExit(f"error: {err}") from None
         if not args.no_torch:
-            model = build_model(cfg.model)
-            if args.model:
-                try:
-                    load_model_weight(model, args.model, strict=True)
-                except CheckpointError as err:
-                    raise SystemExit(f"error: {err}") from None
+            model = model_with_weights(cfg, args.model)
             size = tuple(cfg.data.val.input_size)
             rows.append({"model": f"PyTorch float32 {size[0]}x{size[1]}", **torch_latency(model, size, threads,
                                                                                           args.runs)})

@@ -144,3 +144,18 @@ def add_device_arg(parser: argparse.ArgumentParser, default: str = "the config's
     forms = "cpu, cuda or cuda:N (of a list such as cuda:0,1, the first)" if one_device else DEVICE_FORMS
     parser.add_argument("--device", default=None, help=f"{forms} (default: {default})")
     parser.set_defaults(device_arg=True)
+
+
+def model_with_weights(cfg: CfgNode, weights: str | Path | None):
+    """The config's model, with ``weights`` (a .ckpt or .pth) loaded strictly when given; a file
+    that does not fit is a one-line error naming it."""
+    from ..model.arch import build_model
+    from .check_point import load_model_weight
+
+    model = build_model(cfg.model)
+    if weights:
+        try:
+            load_model_weight(model, weights, strict=True)
+        except CheckpointError as err:
+            raise SystemExit(f"error: {err}") from None
+    return model

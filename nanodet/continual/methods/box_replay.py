@@ -173,7 +173,6 @@ def paste_boxes(batch: dict, crops: torch.Tensor, labels: torch.Tensor, sizes: t
 
     occupied, occupied_valid = gt.bboxes, gt.valid
     pasted_boxes, pasted_valid = [], []
-    crops_float = (crops.float() - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     out = img
     for k in range(per_image):  # each paste avoids the boxes before it, pasted ones included
         cover = _coverage(candidates[:, k], occupied, occupied_valid)  # [B, C]
@@ -187,8 +186,8 @@ def paste_boxes(batch: dict, crops: torch.Tensor, labels: torch.Tensor, sizes: t
         theta[:, 0, 2] = (width / 2 - center[:, 0]) / half[:, 0]
         theta[:, 1, 2] = (height / 2 - center[:, 1]) / half[:, 1]
         grid = F.affine_grid(theta, [num_images, 3, height, width], align_corners=False)
-        patch = F.grid_sample(crops_float[chosen[:, k]], grid, mode="bilinear", padding_mode="border",
-                              align_corners=False)
+        crop = (crops[chosen[:, k]].float() - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)  # as the images
+        patch = F.grid_sample(crop, grid, mode="bilinear", padding_mode="border", align_corners=False)
         inside = (grid.abs() <= 1).all(dim=-1) & accepted[:, None, None]
         out = torch.where(inside[:, None], patch.to(out.dtype), out)
         pasted_boxes.append(box)
