@@ -333,3 +333,49 @@ def test_the_report_of_an_exported_and_quantized_detector(tmp_path):
     # (its fp32 tail).
     ratio = report["ram"]["no_inplace"]["peak_live_bytes"] / fp32_report["ram"]["no_inplace"]["peak_live_bytes"]
     assert 0.25 <= ratio < 0.4
+
+
+def small_calibration_set(tmp_path, size):
+    spec = SyntheticSpec(train=2, test=1, seed=3, width=64, height=64)
+    node = {"name": "SyntheticDataset", "root": str(generate(tmp_path / "data", spec, workers=1)),
+            "split": "trainval", "synthetic": spec.to_json(), "input_size": list(size), "keep_ratio": True,
+            "pipeline": {"normalize": [[103.53, 116.28, 123.675], [57.375, 57.12, 58.395]]}}
+    return build_dataset_at_size(node, size, read_config(ROOT / "cfg/demo.yml").class_names)
+
+
+def test_a_per_level_export_is_the_raw_output_and_int8_to_its_outputs(tmp_path):
+    from nanodet.deploy.onnx_eval import levels_to_raw, onnx_session
+
+    cfg = read_config(ROOT / "cfg/demo.yml", SMALL_MODEL)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    raw = onnx_session(export_onnx(model, tmp_path / "raw.onnx", (64, 64)))
+    levels_path = export_onnx(model, tmp_path / "levels.onnx", (64, 64), per_level=True)
+    levels = onnx_session(levels_path)
+    assert [o.name for o in levels.get_outputs()] == ["level0", "level1", "level2", "level3"]
+    assert [o.shape[2:] for o in levels.get_outputs()] == [[8, 8], [4, 4], [2, 2], [1, 1]]  # strides 8 to 64
+    image = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    assert np.abs(levels_to_raw(levels.run(None, {"data": image}), cfg.model.arch.head.num_classes)
+                  - raw.run(None, {"data": image})[0]).max() < 1e-5
+    int8 = quantize_onnx(levels_path, tmp_path / "levels_int8.onnx",
+                         calibration_reader(levels_path, small_calibration_set(tmp_path, (64, 64)), 2))
+    report = load_tool("fit_report").main([str(int8)])
+    # no fp32 tail left: every op is an int8 kernel but the dequantize of each level's output
+    assert report["ops"] - report["int8_ops"] == 4
+    assert [step["op_type"] for step in report["ram"]["inplace"]["timeline"]].count("DequantizeLinear") == 4
+    for mode in report["ram"].values():
+        assert all(row["dtype"] == "uint8" for row in mode["live_at_peak"])
+
+
+def test_the_microcontroller_variant_fits_one_region_of_an_stm32h743(tmp_path):
+    cfg = read_config(ROOT / "cfg/synthetic_mcu.yml")
+    assert list(cfg.data.train.input_size) == list(cfg.data.val.input_size) == [224, 224]
+    torch.manual_seed(0)
+    fp32 = export_onnx(build_model(cfg.model).eval(), tmp_path / "mcu.onnx", (224, 224), per_level=True)
+    int8 = quantize_onnx(fp32, tmp_path / "mcu_int8.onnx",
+                         calibration_reader(fp32, small_calibration_set(tmp_path, (224, 224)), 1))
+    report = load_tool("fit_report").main([str(int8)])
+    # the uint8 input (3 x 224 x 224) and the stem's output (24 x 112 x 112) live together: 441 KiB
+    assert report["ram"]["inplace"]["peak_live_bytes"] == 3 * 224 * 224 + 24 * 112 * 112
+    verdicts = {v["target"]: v["verdict"] for v in report["targets"]}
+    assert verdicts["STM32H743"] == FITS_ONE_REGION

@@ -1,12 +1,14 @@
 """Export a trained detector to ONNX at a fixed input size and check it against PyTorch.
 
     python tools/export_onnx.py cfg/synthetic.yml --model workspace/synthetic/model_best.ckpt \
-        --out workspace/synthetic/nanodet.onnx [--decode] [--input-size 320 320] [--opset 13]
+        --out workspace/synthetic/nanodet.onnx [--decode | --per-level] [--input-size 320 320] [--opset 13]
     nanodet-export cfg/synthetic.yml ...   # the same, from any directory, after pip install -e .
 
 Output ``output`` [1, N, C + 4 * (reg_max + 1)]: class probabilities, then distance-distribution
 logits (upstream's layout); with --decode, ``boxes`` [1, N, 4] (xyxy, input pixels) and
-``scores`` [1, N, C] instead. Then runs the ONNX model with onnxruntime and the PyTorch model on
+``scores`` [1, N, C] instead; with --per-level, ``level0``... [1, C + 4 * (reg_max + 1), h, w], each
+level's raw logits, with nothing after the head's last convolutions (an int8 model is then int8 to
+its outputs, as a microcontroller wants). Then runs the ONNX model with onnxruntime and the PyTorch model on
 a few val images (val pipeline) and prints the largest absolute difference of their outputs.
 
 It has no ``--device``: the export traces a CPU copy of the model and the check runs onnxruntime's
@@ -20,9 +22,10 @@ from typing import Any, Sequence
 
 from nanodet.deploy.onnx_eval import build_dataset_at_size, onnx_session
 from nanodet.deploy.onnx_export import DEFAULT_OPSET, dataset_images, export_onnx, max_abs_difference
+from nanodet.model.arch import build_model
 from nanodet.util import get_logger
-from nanodet.util.cli import (add_config_arg, add_config_override_arg, config_from_args, model_with_weights,
-                              parse_args, run_main)
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main,
+                              with_weights)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -32,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="checkpoint (.ckpt) or weights (.pth); without it the random initial weights are exported")
     parser.add_argument("--out", required=True, help="ONNX file to write")
     parser.add_argument("--decode", action="store_true", help="output decoded boxes and scores")
+    parser.add_argument("--per-level", action="store_true",
+                        help="one raw output per level, logits (no fp32 tail: for int8 on a microcontroller)")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("W", "H"), default=None,
                         help="input width and height (default: the config's data.val.input_size)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 13 (default {DEFAULT_OPSET})")
@@ -42,11 +47,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_from_args(args.config, args)
     input_size = tuple(args.input_size or cfg.data.val.input_size)
 
-    model = model_with_weights(cfg, args.model)
+    model = with_weights(build_model(cfg.model), args.model)
     if not args.model:
         get_logger().warning("no --model: exporting the random initial weights")
     try:
-        out = export_onnx(model, args.out, input_size, decode=args.decode, opset=args.opset)
+        out = export_onnx(model, args.out, input_size, decode=args.decode, opset=args.opset,
+                          per_level=args.per_level)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     session = onnx_session(out)
@@ -57,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.check_images > 0:
         dataset = build_dataset_at_size(cfg.data.val, input_size, cfg.class_names)
         images = dataset_images(dataset, input_size, args.check_images)
-        max_diff = max_abs_difference(model, out, images, decode=args.decode)
+        max_diff = max_abs_difference(model, out, images, decode=args.decode, per_level=args.per_level)
         print(f"onnxruntime vs PyTorch on {len(images)} val images: max abs difference {max_diff:.3g}")
     return {"path": str(out), "max_abs_diff": max_diff}
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nanodet.deploy.latency import machine, onnx_latency, tflite_latency, torch_latency
-from nanodet.util.cli import (add_config_arg, add_config_override_arg, config_from_args, model_with_weights,
-                              parse_args, run_main)
+from nanodet.model.arch import build_model
+from nanodet.util.cli import (add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main,
+                              with_weights)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             except ValueError as err:
                 raise SystemExit(f"error: {err}") from None
         if not args.no_torch:
-            model = model_with_weights(cfg, args.model)
+            model = with_weights(build_model(cfg.model), args.model)
             size = tuple(cfg.data.val.input_size)
             rows.append({"model": f"PyTorch float32 {size[0]}x{size[1]}", **torch_latency(model, size, threads,
                                                                                           args.runs)})

@@ -102,20 +102,35 @@ def raw_output_to_preds(output: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.cat([logits, distributions], dim=-1)
 
 
+def levels_to_raw(outputs: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Per-level outputs (``export_onnx(per_level=True)``: ``[1, C + 4 * (reg_max + 1), h, w]``
+    logits) as the raw output ``[1, N, C + ...]``, class probabilities first, levels in order."""
+    flat = np.concatenate([np.asarray(o, np.float32).reshape(o.shape[0], o.shape[1], -1) for o in outputs], axis=2)
+    raw = flat.transpose(0, 2, 1).copy()
+    raw[..., :num_classes] = 1.0 / (1.0 + np.exp(-raw[..., :num_classes]))
+    return raw
+
+
 def predict_onnx(session: ort.InferenceSession, head: NanoDetPlusHead, dataset: torch.utils.data.Dataset,
                  num_workers: int = 0) -> dict[int, dict[int, list[list[float]]]]:
     """Detections of the ONNX model on every image of ``dataset``, in upstream's results
     format (``{img_id: {label: [[x0, y0, x1, y1, score], ...]}}``), post-processed by ``head``
-    (a ``NanoDetPlusHead`` of the same config; its weights are not used)."""
+    (a ``NanoDetPlusHead`` of the same config; its weights are not used). The model gives the
+    raw output, or one output per level (``--per-level``)."""
     outputs = session.get_outputs()
     expected = head.num_outputs
-    if len(outputs) != 1 or outputs[0].shape[-1] != expected:
+    per_level = len(outputs) == len(head.strides) and all(o.shape[1] == expected for o in outputs)
+    if not per_level and (len(outputs) != 1 or outputs[0].shape[-1] != expected):
         shapes = [o.shape for o in outputs]
-        raise ValueError(f"expected one raw output [1, N, {expected}] (an export without "
+        raise ValueError(f"expected one raw output [1, N, {expected}] or one per level (an export without "
                          f"--decode), the model has {shapes}")
     input_name = session.get_inputs()[0].name
-    return predict_raw(lambda image: session.run(None, {input_name: image})[0], onnx_input_size(session), head,
-                       dataset, num_workers)
+
+    def run(image):
+        got = session.run(None, {input_name: image})
+        return levels_to_raw(got, head.num_classes) if per_level else got[0]
+
+    return predict_raw(run, onnx_input_size(session), head, dataset, num_workers)
 
 
 def predict_raw(run: Callable[[np.ndarray], np.ndarray], input_size: Sequence[int], head: NanoDetPlusHead,

@@ -146,13 +146,12 @@ def add_device_arg(parser: argparse.ArgumentParser, default: str = "the config's
     parser.set_defaults(device_arg=True)
 
 
-def model_with_weights(cfg: CfgNode, weights: str | Path | None):
-    """The config's model, with ``weights`` (a .ckpt or .pth) loaded strictly when given; a file
-    that does not fit is a one-line error naming it."""
-    from ..model.arch import build_model
+
+def with_weights(model, weights: str | Path | None):
+    """``model`` with ``weights`` (a .ckpt or .pth) loaded strictly when given; a file that does
+    not fit is a one-line error naming it."""
     from .check_point import load_model_weight
 
-    model = build_model(cfg.model)
     if weights:
         try:
             load_model_weight(model, weights, strict=True)

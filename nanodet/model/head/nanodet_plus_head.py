@@ -299,13 +299,8 @@ class NanoDetPlusHead(nn.Module):
         output of every level (the features after the stacked convs, before ``gfl_cls``), which
         feature distillation compares between a student and its teacher. Both go through
         ``__call__``, so a compiled head (``device.compile``) compiles both."""
-        towers, outputs = [], []
-        for feat, tower, gfl_cls in zip(feats, self.cls_convs, self.gfl_cls):
-            for conv in tower:
-                feat = conv(feat)
-            towers.append(feat)
-            outputs.append(gfl_cls(feat).flatten(start_dim=2))
-        preds = torch.cat(outputs, dim=2).permute(0, 2, 1)
+        outputs, towers = self.level_outputs(feats)
+        preds = torch.cat([out.flatten(start_dim=2) for out in outputs], dim=2).permute(0, 2, 1)
         if with_towers:
             return preds, towers
         if torch.onnx.is_in_onnx_export():
@@ -313,6 +308,17 @@ class NanoDetPlusHead(nn.Module):
             cls_preds, reg_preds = self.split_preds(preds)
             preds = torch.cat([cls_preds.sigmoid(), reg_preds], dim=-1)
         return preds
+
+    def level_outputs(self, feats: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level, the raw output ``[B, num_outputs, h, w]`` (class logits, then distribution
+        logits) and the tower's output: what ``forward`` flattens and concatenates."""
+        towers, outputs = [], []
+        for feat, tower, gfl_cls in zip(feats, self.cls_convs, self.gfl_cls):
+            for conv in tower:
+                feat = conv(feat)
+            towers.append(feat)
+            outputs.append(gfl_cls(feat))
+        return outputs, towers
 
     def forward_with_towers(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(preds, towers)``: see ``forward``."""
