@@ -47,7 +47,9 @@ def _timed(run: Callable[[], object], runs: int, warmup: int) -> dict:
 
 
 def onnx_latency(path: str | Path, threads: int = 1, runs: int = 50, warmup: int = 10) -> dict:
-    """Per-image inference time of the ONNX model at ``path`` with onnxruntime's CPU provider."""
+    """Per-image inference time of the ONNX model at ``path`` with onnxruntime's CPU provider.
+    Its own session, not ``onnx_eval.onnx_session``: that one turns thread spinning off for the
+    evaluation's host work between images, which would add wake-up time to every run timed here."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: onnxruntime's default, every core
     options.inter_op_num_threads = 1

@@ -2,9 +2,9 @@
 
 The conversion goes ONNX -> onnxslim (folds the shape arithmetic of ShuffleNetV2's channel
 shuffle, which onnx2tf otherwise mistranslates) -> onnx2tf (TensorFlow, NHWC) -> float32 and
-int8 LiteRT files. The int8 model is calibrated on the caller's images and keeps float input and
-output (``*_integer_quant.tflite``); ``*_full_integer_quant.tflite`` has int8 input and output
-too, as a microcontroller runs it. Converting needs TensorFlow and onnx2tf (``pip install
+int8 LiteRT files, written as ``<name>_float32.tflite``, ``<name>_int8.tflite`` (calibrated on
+the caller's images, float input and output) and ``<name>_int8_io.tflite`` (int8 input and output
+too, as a microcontroller runs it). Converting needs TensorFlow and onnx2tf (``pip install
 ".[tflite-convert]"``); running a converted model needs only the LiteRT interpreter
 (``ai-edge-litert``, in the test extra).
 

@@ -15,7 +15,6 @@ sequence, evaluation and reports are the runner's.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -32,7 +31,7 @@ from .frozen_backbone import FrozenBackbone
 from .parts import DropBackground, Part
 from .pseudo_labels import PseudoLabels
 from .settings import Settings
-from .teacher import StudentOutputs, Teacher
+from .teacher import StudentOutputs, Teacher, class_mask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -236,14 +235,6 @@ class ContinualMethod:
     def describe(self) -> dict:
         """The method and its settings, as run.json and results.json record them."""
         return {"method": self.name, **self.settings.shown()}
-
-
-@functools.lru_cache(maxsize=16)
-def class_mask(classes: frozenset[int], num_classes: int, device: torch.device) -> torch.Tensor:
-    """``[num_classes]`` bool, true at ``classes``; made once per task (a captured step must not copy)."""
-    mask = torch.zeros(num_classes, dtype=torch.bool)
-    mask[sorted(classes)] = True
-    return mask.to(device)
 
 
 def student_forward(model: torch.nn.Module, img: torch.Tensor, frozen_backbone: bool = False) -> StudentOutputs:

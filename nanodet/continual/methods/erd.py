@@ -25,7 +25,6 @@ they do not grow with the batch size.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -88,11 +87,6 @@ def erd_losses(student_preds: torch.Tensor, teacher_preds: torch.Tensor, old_cla
     return cls_term, reg_term
 
 
-def level_shapes(head: torch.nn.Module, height: int, width: int) -> list[tuple[int, int]]:
-    """Each level's height and width for an input of ``height`` x ``width`` (the head's priors)."""
-    return [(math.ceil(height / s), math.ceil(width / s)) for s in head.strides]
-
-
 class ElasticResponseDistillation(Part):
     """ERD's two terms against the teacher, and no background term for the old classes (module
     docstring); nothing at task 0."""
@@ -112,7 +106,7 @@ class ElasticResponseDistillation(Part):
         if teacher is None or not context.old_classes:
             return {}
         head = model.head
-        levels = level_shapes(head, *batch["img"].shape[2:])
+        levels = head.featmap_sizes(*batch["img"].shape[2:])
         cls_term, reg_term = erd_losses(student.preds, teacher.preds, context.old_classes, head.num_classes,
                                         head.reg_max, levels, self.temperature)
         return {"loss_erd_cls": self.cls_weight * cls_term, "loss_erd_reg": self.reg_weight * reg_term}

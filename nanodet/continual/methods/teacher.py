@@ -75,6 +75,14 @@ def class_index(class_ids: tuple, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(class_ids, device=device)
 
 
+@functools.lru_cache(maxsize=16)
+def class_mask(classes: frozenset, num_classes: int, device: torch.device) -> torch.Tensor:
+    """``[num_classes]`` bool, true at ``classes``: made once per set and device, as ``class_index``."""
+    mask = torch.zeros(num_classes, dtype=torch.bool)
+    mask[sorted(classes)] = True
+    return mask.to(device)
+
+
 def feature_distillation(student_towers: Sequence[torch.Tensor],
                          teacher_towers: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sum over levels of the MSE between the head towers' outputs."""

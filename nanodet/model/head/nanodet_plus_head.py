@@ -342,12 +342,14 @@ class NanoDetPlusHead(nn.Module):
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``[num_priors, 4]`` priors of all levels of one image (the same for every image)."""
         levels = [
-            self.get_single_level_center_priors(
-                1, (math.ceil(input_height / s), math.ceil(input_width / s)), s, dtype, device
-            )[0]
-            for s in self.strides
+            self.get_single_level_center_priors(1, size, s, dtype, device)[0]
+            for size, s in zip(self.featmap_sizes(input_height, input_width), self.strides)
         ]
         return torch.cat(levels, dim=0)
+
+    def featmap_sizes(self, input_height: int, input_width: int) -> list[tuple[int, int]]:
+        """Each level's (height, width) for an input of that size, in the order of the priors."""
+        return [(math.ceil(input_height / s), math.ceil(input_width / s)) for s in self.strides]
 
     def decode(self, priors: torch.Tensor, reg_preds: torch.Tensor,
                max_shape: tuple[int, int] | None = None) -> torch.Tensor:
