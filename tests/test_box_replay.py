@@ -116,3 +116,64 @@ def test_a_run_with_box_replay_stores_and_pastes_old_class_crops(tmp_path, monke
     assert results["per_task"][1]["buffer_bytes"] == after_task_1.nbytes()
     assert pasted_into  # task 1's batches, and only those: task 0 has no bank to paste from
     assert run_label(results) == "naive+box replay 40"
+
+
+def test_a_box_replay_run_pastes_inside_the_static_step(tmp_path, monkeypatch):
+    """With ``device.cuda_graph`` the paste runs on the step's fixed tensors (padded ground truth,
+    no host lists), as a CUDA graph replays it; on the CPU the same static step runs eagerly."""
+    from fixtures_continual import TWO_TASKS, tiny_cfg
+    from nanodet.continual import ContinualRunner, parse_scenario
+    from nanodet.continual.methods import box_replay
+    from nanodet.trainer.captured_step import CapturedTrainingStep
+
+    pasted, static_steps = [], []
+
+    def recording_paste(batch, *args, **kwargs):
+        pasted.append(sorted(batch))
+        return paste_boxes(batch, *args, **kwargs)
+
+    original_step = CapturedTrainingStep.__call__
+
+    def counted_step(self, batch):
+        static_steps.append(batch["img"].shape[0])
+        return original_step(self, batch)
+
+    monkeypatch.setattr(box_replay, "paste_boxes", recording_paste)
+    monkeypatch.setattr(CapturedTrainingStep, "__call__", counted_step)
+    cfg = tiny_cfg(tmp_path / "data", 1, extra=["device.gpu_augment=always", "device.cuda_graph=always"])
+    method = build_method("ld", box_replay=40, box_replay_side=16)
+    assert method.step_capturable()
+    results = ContinualRunner(cfg, parse_scenario(TWO_TASKS, cfg.class_names), method, run_dir=tmp_path / "run",
+                              seed=7, progress_bar=False).run()
+    assert results["finished"] and static_steps and pasted
+    assert all(keys == ["gt_bboxes_padded", "gt_labels_padded", "gt_valid", "img"] for keys in pasted)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_the_paste_replays_in_a_cuda_graph_with_new_random_draws():
+    device = torch.device("cuda")
+    crops, labels = solid_crops(200, 100).to(device), torch.tensor([5, 6], device=device)
+    sizes = torch.tensor([[0.2, 0.25], [0.3, 0.3]], device=device)
+    mean, std = torch.full((3,), 50.0, device=device), torch.full((3,), 2.0, device=device)
+    static = {"img": torch.zeros(8, 3, 64, 96, device=device),
+              "gt_bboxes_padded": torch.tensor([[[0.0, 0.0, 30.0, 30.0]]] * 8, device=device),
+              "gt_labels_padded": torch.ones(8, 1, dtype=torch.long, device=device),
+              "gt_valid": torch.ones(8, 1, dtype=torch.bool, device=device)}
+    paste_boxes(static, crops, labels, sizes, 2, mean, std)  # warm-up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = paste_boxes(static, crops, labels, sizes, 2, mean, std)
+    draws = []
+    for _ in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        boxes, gt_labels = out["gt_bboxes_padded"][:, 1:].cpu(), out["gt_labels_padded"][:, 1:].cpu()
+        assert (boxes[..., :2] >= 0).all() and (boxes[..., 2] <= 96).all() and (boxes[..., 3] <= 64).all()
+        img = out["img"].cpu()
+        for b in range(8):  # the last paste lies on top: its box shows exactly its crop
+            (x0, y0, x1, y1), label = boxes[b, -1].tolist(), gt_labels[b, -1].item()
+            inner = img[b, :, int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1]
+            assert inner.numel() and torch.allclose(inner, torch.tensor({5: 75.0, 6: 25.0}[label]))
+        draws.append(boxes.clone())
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])

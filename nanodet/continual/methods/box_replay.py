@@ -158,7 +158,9 @@ def paste_boxes(batch: dict, crops: torch.Tensor, labels: torch.Tensor, sizes: t
     img = batch["img"]
     device, (num_images, _, height, width) = img.device, img.shape
     gt = pad_gt_batch(batch, device, with_ignore=batch.get("gt_bboxes_ignore") is not None)
-    canvas = torch.tensor([width, height], dtype=torch.float32, device=device)
+    # [width, height] without a host-to-device copy, which a CUDA graph capture cannot hold
+    canvas = torch.full((2,), float(width), device=device)
+    canvas[1] = height
     shape = (num_images, per_image)
 
     def uniform(*size):
@@ -216,10 +218,9 @@ def paste_boxes(batch: dict, crops: torch.Tensor, labels: torch.Tensor, sizes: t
 
 class BoxReplay(Part):
     """A bank of at most ``boxes`` old-class crops of ``side`` pixels, ``per_image`` of them pasted
-    into every image of tasks >= 1. Not yet replayed as a CUDA graph: its paste draws random
-    numbers on the device, which a captured step must register, and that path is unproven."""
-
-    capturable = False
+    into every image of tasks >= 1. The paste is part of the captured step: its shapes are fixed
+    within a task (the bank changes only between tasks) and its random numbers come from the
+    default CUDA generator, whose state a CUDA graph advances at every replay."""
 
     def __init__(self, boxes: int, side: int = 48, per_image: int = 2):
         self.capacity, self.side, self.per_image = boxes, side, per_image
