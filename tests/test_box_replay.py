@@ -119,8 +119,8 @@ def test_a_run_with_box_replay_stores_and_pastes_old_class_crops(tmp_path, monke
 
 
 def test_a_box_replay_run_pastes_inside_the_static_step(tmp_path, monkeypatch):
-    """With ``device.cuda_graph`` the paste runs on the step's fixed tensors (padded ground truth,
-    no host lists), as a CUDA graph replays it; on the CPU the same static step runs eagerly."""
+    """On the captured step's path the paste runs on its fixed tensors (padded ground truth, no
+    host lists), as a CUDA graph would replay it; on the CPU the same static step runs eagerly."""
     from fixtures_continual import TWO_TASKS, tiny_cfg
     from nanodet.continual import ContinualRunner, parse_scenario
     from nanodet.continual.methods import box_replay
@@ -140,9 +140,10 @@ def test_a_box_replay_run_pastes_inside_the_static_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(box_replay, "paste_boxes", recording_paste)
     monkeypatch.setattr(CapturedTrainingStep, "__call__", counted_step)
+    assert not build_method("ld", box_replay=40).step_capturable()  # until its capture is proven on a GPU
+    monkeypatch.setattr(BoxReplay, "capturable", True)
     cfg = tiny_cfg(tmp_path / "data", 1, extra=["device.gpu_augment=always", "device.cuda_graph=always"])
     method = build_method("ld", box_replay=40, box_replay_side=16)
-    assert method.step_capturable()
     results = ContinualRunner(cfg, parse_scenario(TWO_TASKS, cfg.class_names), method, run_dir=tmp_path / "run",
                               seed=7, progress_bar=False).run()
     assert results["finished"] and static_steps and pasted
