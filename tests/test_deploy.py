@@ -277,3 +277,9 @@ def test_sixteen_calibration_images_quantize(trained_tiny):
     fp32 = export_onnx(model, tmp_path / "tiny16.onnx", (64, 64))
     sixteen = dataset.with_records(dataset.records * 8)
     assert quantize_onnx(fp32, tmp_path / "tiny16_int8.onnx", calibration_reader(fp32, sixteen, 16)).is_file()
+
+
+def test_quantize_refuses_classes_the_config_does_not_have(tmp_path):
+    with pytest.raises(SystemExit, match=r"--classes 'disc,unicorn': not classes of cfg/demo.yml: \['unicorn'\]"):
+        load_tool("quantize").main(["cfg/demo.yml", "--model", str(tmp_path / "m.onnx"), "--out",
+                                    str(tmp_path / "q.onnx"), "--classes", "disc,unicorn"])

@@ -1,7 +1,8 @@
 """Quantize an exported detector to int8 with onnxruntime, then evaluate both models on the val set.
 
     python tools/quantize.py cfg/synthetic.yml --model workspace/synthetic/nanodet.onnx \
-        --out workspace/synthetic/nanodet_int8.onnx --calib 200 [--head-fp32] [--val-images K] [--no-eval]
+        --out workspace/synthetic/nanodet_int8.onnx --calib 200 [--head-fp32] [--val-images K] [--no-eval] \
+        [--classes disc,ring,...] [--json metrics.json]
     nanodet-quantize cfg/synthetic.yml ... # the same, from any directory, after pip install -e .
 
 Static quantization (QDQ, int8 weights per channel, uint8 activations), calibrated on --calib
@@ -18,6 +19,7 @@ int8 model is meant for CPUs at the edge) and the head's post-processing on the 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,11 +46,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="also keep the head's last 1x1 convs (gfl_cls) in fp32")
     parser.add_argument("--no-eval", action="store_true", help="only quantize and print the sizes")
     parser.add_argument("--val-images", type=int, default=None, help="evaluate on the first K val images only")
+    parser.add_argument("--classes", default=None,
+                        help="score only these classes, comma-separated names (a base model: the classes it learned)")
+    parser.add_argument("--json", default=None, help="also write the sizes and both models' metrics here")
     add_config_override_arg(parser)
     args = parse_args(parser, argv)
     cfg = config_from_args(args.config, args)
     if args.calib < 1:
         raise SystemExit("error: --calib must be at least 1")
+    class_ids = None
+    if args.classes is not None:
+        names = [name.strip() for name in args.classes.split(",") if name.strip()]
+        unknown = [name for name in names if name not in cfg.class_names]
+        if unknown or not names:
+            raise SystemExit(f"error: --classes {args.classes!r}: not classes of {args.config}: "
+                             f"{unknown or 'none given'}")
+        class_ids = [cfg.class_names.index(name) for name in names]
 
     input_size = onnx_input_size(onnx_session(args.model, threads=1))
     train_images = build_dataset_at_size(cfg.data.train, input_size, cfg.class_names, mode="val")
@@ -62,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"int8 weights: {int8_bytes:,} B ({int8_bytes / 2**20:.2f} MiB)")
     results = {"int8_weight_bytes": int8_bytes, "int8_file_bytes": out.stat().st_size}
     if args.no_eval:
-        return results
+        return write_json(results, args.json)
 
     val = build_dataset_at_size(cfg.data.val, input_size, cfg.class_names)
     if args.val_images:
@@ -71,10 +84,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     head = build_head(cfg.model.arch.head)
     key = cfg.evaluator.save_key
     for name, path in (("fp32", args.model), ("int8", out)):
-        metrics = evaluate_onnx(path, head, val, evaluator, num_workers=cfg.device.workers_per_gpu)
+        metrics = evaluate_onnx(path, head, val, evaluator, num_workers=cfg.device.workers_per_gpu,
+                                class_ids=class_ids)
         results[name] = metrics
-        print(f"{name}: {cfg.evaluator.name} {key} {metrics[key]:.4f} on {len(val)} val images")
+        scored = f", {len(class_ids)} classes" if class_ids is not None else ""
+        print(f"{name}: {cfg.evaluator.name} {key} {metrics[key]:.4f} on {len(val)} val images{scored}")
     print(f"int8 - fp32: {100 * (results['int8'][key] - results['fp32'][key]):+.2f} points of {key}")
+    return write_json(results, args.json)
+
+
+def write_json(results: dict[str, Any], path: str | None) -> dict[str, Any]:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=1, default=float) + "\n")
     return results
 
 
