@@ -7,6 +7,7 @@ from torchvision.ops import box_iou
 
 from nanodet.continual.methods.pseudo_labels import add_pseudo_labels
 from nanodet.model.head import build_head
+from nanodet.model.head.nanodet_plus_head import greedy_nms_keep, greedy_nms_keep_in_rounds
 from nanodet.util.gt_batch import PADDED_GT_KEYS, pad_gt_batch
 from nanodet.util.config import read_config
 
@@ -111,3 +112,45 @@ def test_no_confident_detection_leaves_the_ground_truth_as_it_is(head):
     out = add_pseudo_labels(head, batch, preds, OLD, score_threshold=0.5, iou_threshold=0.5)
     for own, boxes in zip(batch["gt_bboxes"], out["gt_bboxes"]):
         np.testing.assert_array_equal(boxes, own.reshape(-1, 4))
+
+
+def chain_of_boxes(length, step=4.0, side=20.0):
+    """One image: boxes shifted by ``step`` one after the other, scores decreasing, one class:
+    each overlaps the next by IoU 2/3 and the one after by 0.43, so greedy NMS (IoU 0.5) keeps
+    every other box, and the rule needs about ``length`` rounds to settle."""
+    x = torch.arange(length, dtype=torch.float32) * step
+    boxes = torch.stack([x, torch.zeros(length), x + side, torch.full((length,), side)], dim=1)
+    return boxes[None], torch.zeros(1, length, dtype=torch.long), torch.ones(1, length, dtype=torch.bool)
+
+
+def test_nms_in_fixed_rounds_is_greedy_nms_once_settled_and_says_when_not():
+    boxes, labels, valid = chain_of_boxes(12)
+    exact = greedy_nms_keep(boxes, labels, valid, 0.5)
+    assert exact[0].tolist() == [True, False] * 6
+    keep, settled = greedy_nms_keep_in_rounds(boxes, labels, valid, 0.5, rounds=12)
+    assert settled.tolist() == [True] and torch.equal(keep, exact)
+    _, settled = greedy_nms_keep_in_rounds(boxes, labels, valid, 0.5, rounds=3)
+    assert settled.tolist() == [False]
+
+
+def test_an_image_whose_nms_has_not_settled_gets_no_pseudo_labels(head, monkeypatch):
+    monkeypatch.setattr(head, "max_per_img", -1)
+    batch, preds = random_case(head, seed=0, images=8)
+    # a low threshold: many candidates per class, some overlapping (NMS has work to do)
+    settled = add_pseudo_labels(head, batch, preds, OLD, 0.2, 0.5)
+    unsettled = add_pseudo_labels(head, batch, preds, OLD, 0.2, 0.5, rounds=0)  # settles only without overlaps
+    dropped = 0
+    for own, full, cut in zip(batch["gt_bboxes"], settled["gt_bboxes"], unsettled["gt_bboxes"]):
+        if len(cut) == len(own):
+            dropped += len(full) > len(own)
+        else:  # an image that settled in no round: exactly what more rounds give
+            np.testing.assert_allclose(cut, full, atol=1e-5)
+    assert dropped > 0
+
+
+def test_pseudo_labels_have_fixed_shapes_whatever_the_teacher_detects(head):
+    batch, preds = random_case(head, seed=4)
+    columns = add_pseudo_labels(head, batch, preds, OLD, 0.5, 0.5, rows=8)["gt_valid"].shape[1]
+    preds[..., :head.num_classes] = -10.0  # nothing confident
+    assert add_pseudo_labels(head, batch, preds, OLD, 0.5, 0.5, rows=8)["gt_valid"].shape[1] == columns
+    assert columns == pad_gt_batch(batch, torch.device("cpu")).valid.shape[1] + 8

@@ -5,11 +5,12 @@ push them to background. The teacher (the previous task's model) still detects t
 detections of old classes above a score become boxes to learn, except where they overlap a
 labelled box (that object is already labelled, as a new class).
 
-The whole batch is handled at once on the device: one threshold, one class-wise NMS over all
-images (``batched_nms`` keyed by image and class), one IoU test against the padded ground truth,
-and the pseudo boxes appended to the padded ground truth that the batched assigner reads. A few
-host synchronisations per step (candidate counts, one copy of the kept boxes for the host lists),
-instead of a decode, an NMS and host copies per image.
+The whole batch is handled at once on the device, in shapes fixed by the batch's, so that a
+CUDA graph can replay it: each image's ``PSEUDO_LABEL_CANDIDATES`` best confident candidates, a
+class-wise greedy NMS of all images together in ``NMS_ROUNDS`` rounds, one IoU test against the
+padded ground truth, and at most ``PSEUDO_LABEL_ROWS`` boxes per image appended to the padded
+ground truth that the batched assigner reads. No host synchronisation, except for the per-image
+host lists of an eager step that has them.
 """
 
 from __future__ import annotations
@@ -18,26 +19,36 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
+from ...model.head.nanodet_plus_head import greedy_nms_keep_in_rounds
 from ...model.loss.iou_loss import bbox_overlaps
 from ...util.gt_batch import pad_gt_batch
 from .parts import Part
+from .teacher import class_mask
 
 if TYPE_CHECKING:
     from ...model.head.nanodet_plus_head import NanoDetPlusHead
     from .base import TaskContext
     from .teacher import StudentOutputs
 
+# Fixed sizes, so a step with pseudo-labels is one CUDA graph. A teacher's confident candidates
+# (priors of unlabelled old objects scoring at least the threshold) are a few per object, far
+# fewer than this; beyond it an image's lowest-scoring candidates are not considered.
+PSEUDO_LABEL_CANDIDATES = 256
+# Boxes appended per image (the head's max_per_img caps them too): the ground-truth columns the
+# assigner reads grow by this much, so it is kept near an image's count of objects.
+PSEUDO_LABEL_ROWS = 32
+# Rounds of the NMS rule; an image whose candidates have not settled after them (a chain of
+# overlapping boxes longer than this) gets no pseudo-labels in that step, rather than wrong ones.
+NMS_ROUNDS = 12
+
 
 class PseudoLabels(Part):
     """The teacher's old-class detections scoring at least ``score`` join each new-task image's
     boxes (in the augmented image's coordinates), except where they overlap a ground-truth box
-    by ``iou`` or more. The kept boxes differ per batch and are listed on the host, so a step with
-    pseudo-labels is not replayed as a CUDA graph."""
+    by ``iou`` or more."""
 
     needs_teacher = True
-    capturable = False
 
     def __init__(self, score: float, iou: float = 0.5):
         self.score, self.iou = score, iou
@@ -50,68 +61,59 @@ class PseudoLabels(Part):
 
 
 def add_pseudo_labels(head: NanoDetPlusHead, batch: dict, teacher_preds: torch.Tensor, old_classes: Sequence[int],
-                      score_threshold: float, iou_threshold: float) -> dict:
+                      score_threshold: float, iou_threshold: float, candidates: int = PSEUDO_LABEL_CANDIDATES,
+                      rows: int = PSEUDO_LABEL_ROWS, rounds: int = NMS_ROUNDS) -> dict:
     """The batch with the teacher's old-class detections added to each image's boxes.
 
     A detection is kept when its score is at least ``score_threshold`` (and above the head's own
-    ``score_thr``), it survives the head's class-wise NMS, it is among the image's
-    ``head.max_per_img`` best kept ones, and its IoU with every ground-truth box of its image is
-    below ``iou_threshold``. Boxes are in the network input's pixels, which are the augmented
-    image's, so they line up with the (augmented) ground truth; they follow the image's own boxes,
-    best first. The input batch is not modified.
+    ``score_thr``), it is among its image's ``candidates`` best such scores, it survives the
+    head's class-wise NMS, it is among the image's ``min(head.max_per_img, rows)`` best kept ones,
+    and its IoU with every ground-truth box of its image is below ``iou_threshold``. Boxes are in
+    the network input's pixels, which are the augmented image's, so they line up with the
+    (augmented) ground truth; they follow the image's own boxes, best first, in ``rows`` new
+    padded columns. The input batch is not modified.
     """
     cls_preds, reg_preds = head.split_preds(teacher_preds)
-    device, num_images, num_classes = cls_preds.device, cls_preds.shape[0], cls_preds.shape[-1]
+    device, (num_images, num_priors, num_classes) = cls_preds.device, cls_preds.shape
     height, width = batch["img"].shape[2:]
     with torch.autocast(device.type, enabled=False):
         scores = cls_preds.float().sigmoid()
-        is_old = torch.zeros(num_classes, dtype=torch.bool, device=device)
-        is_old[sorted(old_classes)] = True
+        is_old = class_mask(frozenset(old_classes), num_classes, device)
         confident = (scores > head.score_thr) & (scores >= score_threshold) & is_old
-        image, prior, label = confident.nonzero(as_tuple=True)
+        flat = scores.masked_fill(~confident, -1.0).reshape(num_images, num_priors * num_classes)
+        score, index = flat.topk(min(candidates, flat.shape[1]), dim=1)  # best first
+        valid = score >= 0
+        prior, label = index // num_classes, index % num_classes
+        reg = reg_preds.gather(1, prior[..., None].expand(-1, -1, reg_preds.shape[-1])).float()
         priors = head.get_center_priors(height, width, device)
-        boxes = head.decode(priors[prior], reg_preds[image, prior].float(), max_shape=(height, width))
-        score = scores[image, prior, label]
-        # batched_nms keeps the survivors in decreasing score; a stable sort by image then gives
-        # each image's detections best first, as the per-image NMS orders them.
-        keep = batched_nms(boxes, score, image * num_classes + label, head.nms_iou_threshold)
-        keep = keep[torch.sort(image[keep], stable=True).indices]
-        image, boxes, label = image[keep], boxes[keep], label[keep]
-        if head.max_per_img > 0:
-            best = _rank_within_image(image, num_images) < head.max_per_img
-            image, boxes, label = _select(best, image, boxes, label)
+        boxes = head.decode(priors[prior], reg, max_shape=(height, width))  # [B, K, 4]
+        keep, settled = greedy_nms_keep_in_rounds(boxes, label, valid, head.nms_iou_threshold, rounds)
+        keep &= settled[:, None]
+        cap = rows if head.max_per_img <= 0 else min(rows, head.max_per_img)
+        keep &= keep.cumsum(dim=1) <= cap
 
         gt = pad_gt_batch(batch, device, with_ignore=batch.get("gt_bboxes_ignore") is not None)
-        # IoU of each box with each ground-truth box of its own image: [K, G]
-        overlap = bbox_overlaps(boxes[:, None, :], gt.bboxes[image])[:, 0].masked_fill(~gt.valid[image], 0.0)
-        free = overlap.max(dim=1).values < iou_threshold
-        image, boxes, label = _select(free, image, boxes, label)
-        rank = _rank_within_image(image, num_images)
-    return _append(batch, gt, image, rank, boxes, label)
+        overlap = bbox_overlaps(boxes, gt.bboxes).masked_fill(~gt.valid[:, None, :], 0.0)  # [B, K, G]
+        keep &= overlap.amax(dim=2) < iou_threshold
+        # the kept rows first, still best first (a stable sort), then the first ``rows`` of them
+        order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :rows]
+        boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+        label, keep = label.gather(1, order), keep.gather(1, order)
+    return _append(batch, gt, boxes, label, keep)
 
 
-def _rank_within_image(image, num_images):
-    """Position of each row among its image's rows (``image`` sorted)."""
-    counts = torch.bincount(image, minlength=num_images)
-    starts = counts.cumsum(0) - counts
-    return torch.arange(len(image), device=image.device) - starts[image]
-
-
-def _select(mask, *rows):
-    return tuple(r[mask] for r in rows)
-
-
-def _append(batch, gt, image, rank, boxes, label):
-    """The batch with the pseudo boxes after each image's ground truth: in the padded tensors
-    and in the per-image host lists."""
-    num_images = gt.valid.shape[0]
-    counts = torch.bincount(image, minlength=num_images).cpu().tolist()
-    host_boxes = torch.split(boxes.float().cpu(), counts)
-    host_labels = torch.split(label.cpu(), counts)
+def _append(batch, gt, boxes, labels, keep):
+    """The batch with ``boxes [B, R, 4]`` (where ``keep``) in columns after the ground truth's,
+    and in the per-image host lists where the batch has them (an eager step's; a copy to the
+    host, which a captured step, without them, never makes)."""
     out = dict(batch)
-    out["gt_bboxes"] = [np.concatenate([np.asarray(own, np.float32).reshape(-1, 4), extra.numpy()])
-                        for own, extra in zip(batch["gt_bboxes"], host_boxes)]
-    out["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), extra.numpy().astype(np.int64)])
-                        for own, extra in zip(batch["gt_labels"], host_labels)]
-    out.update(gt.append(image, rank, boxes, label).batch_entries())
+    out.update(gt._replace(bboxes=torch.cat([gt.bboxes, boxes.to(gt.bboxes.dtype)], dim=1),
+                           labels=torch.cat([gt.labels, labels.to(gt.labels.dtype)], dim=1),
+                           valid=torch.cat([gt.valid, keep], dim=1)).batch_entries())
+    if "gt_bboxes" in batch:
+        host_boxes, host_labels, host_keep = boxes.float().cpu().numpy(), labels.cpu().numpy(), keep.cpu().numpy()
+        out["gt_bboxes"] = [np.concatenate([np.asarray(own, np.float32).reshape(-1, 4), b[k]])
+                            for own, b, k in zip(batch["gt_bboxes"], host_boxes, host_keep)]
+        out["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), lab[k].astype(np.int64)])
+                            for own, lab, k in zip(batch["gt_labels"], host_labels, host_keep)]
     return out

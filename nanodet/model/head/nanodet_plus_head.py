@@ -107,16 +107,40 @@ def greedy_nms_keep(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tens
     position is settled per round, and a few rounds settle real detections), so the work is a
     handful of batched tensor operations instead of a loop over boxes or classes.
     """
-    count = boxes.shape[1]
-    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
-    suppresses = ((_pairwise_iou(boxes.float()) > iou_threshold) & (labels[:, :, None] == labels[:, None])
-                  & earlier & valid[:, :, None])
+    suppresses = _suppression(boxes, labels, valid, iou_threshold)
     keep = valid
     while True:
         settled = valid & ~(keep[:, :, None] & suppresses).any(dim=1)
         if torch.equal(settled, keep):
             return keep
         keep = settled
+
+
+def greedy_nms_keep_in_rounds(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                              iou_threshold: float, rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``greedy_nms_keep`` in a fixed number of rounds, without asking the host whether the rule
+    has stopped changing, so that a CUDA graph can hold it.
+
+    Returns:
+        (keep [B, K] bool, settled [B] bool): ``settled`` marks the images whose list no longer
+        changed after ``rounds`` rounds; their ``keep`` is exactly greedy NMS's (the rule has
+        one solution). The others' is not final yet, and the caller decides what to do with them.
+    """
+    suppresses = _suppression(boxes, labels, valid, iou_threshold)
+    keep = valid
+    for _ in range(rounds):
+        keep = valid & ~(keep[:, :, None] & suppresses).any(dim=1)
+    again = valid & ~(keep[:, :, None] & suppresses).any(dim=1)
+    return keep, (again == keep).all(dim=1)
+
+
+def _suppression(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                 iou_threshold: float) -> torch.Tensor:
+    """``[B, K, K]`` bool: candidate ``j`` would suppress a later candidate ``k`` of its class."""
+    count = boxes.shape[1]
+    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
+    return ((_pairwise_iou(boxes.float()) > iou_threshold) & (labels[:, :, None] == labels[:, None])
+            & earlier & valid[:, :, None])
 
 
 def batched_multiclass_nms(bboxes: torch.Tensor, scores: torch.Tensor, score_thr: float, iou_threshold: float,
