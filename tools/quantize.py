@@ -19,7 +19,6 @@ int8 model is meant for CPUs at the edge) and the head's post-processing on the 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +27,7 @@ from nanodet.deploy.quantize import calibration_reader, initializer_bytes, quant
 from nanodet.evaluator import build_evaluator
 from nanodet.model.head import build_head
 from nanodet.util.cli import add_config_arg, add_config_override_arg, config_from_args, parse_args, run_main
+from nanodet.util.io import atomic_write_json
 
 
 def describe_size(path: str | Path) -> str:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("error: --calib must be at least 1")
     class_ids = None
     if args.classes is not None:
-        names = [name.strip() for name in args.classes.split(",") if name.strip()]
+        names = list(dict.fromkeys(name.strip() for name in args.classes.split(",") if name.strip()))
         unknown = [name for name in names if name not in cfg.class_names]
         if unknown or not names:
             raise SystemExit(f"error: --classes {args.classes!r}: not classes of {args.config}: "
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def write_json(results: dict[str, Any], path: str | None) -> dict[str, Any]:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(results, indent=1, default=float) + "\n")
+        atomic_write_json(path, results)
     return results
 
 

@@ -18,9 +18,10 @@ What a graph needs, and how it is met here:
   value on the device; ``clip_grad_norm_`` scales on the device; the optimizer is built
   ``capturable`` with its learning rate as a device tensor, which the warm-up and the schedule
   fill between replays.
-* **No host-side choices** inside the step: what a replay does is fixed at capture. Methods
-  that choose on the host per step (Latent Replay's buffer draw, pseudo-labels' per-image box
-  lists) say ``capturable = False`` and train eagerly.
+* **No host-side choices** inside the step: what a replay does is fixed at capture. Parts
+  that choose on the host per step (Latent Replay's buffer draw), or whose capture is not yet
+  proven on a GPU (pseudo-labels and box replay, written in fixed shapes), say
+  ``capturable = False`` and train eagerly.
 * **Warm-up** on a side stream before capture (CUDA's rule), which also lets cuDNN pick its
   algorithms and the optimizer create its state; those steps train as any other.
 

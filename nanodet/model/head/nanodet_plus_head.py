@@ -122,16 +122,17 @@ def greedy_nms_keep_in_rounds(boxes: torch.Tensor, labels: torch.Tensor, valid: 
     has stopped changing, so that a CUDA graph can hold it.
 
     Returns:
-        (keep [B, K] bool, settled [B] bool): ``settled`` marks the images whose list no longer
-        changed after ``rounds`` rounds; their ``keep`` is exactly greedy NMS's (the rule has
-        one solution). The others' is not final yet, and the caller decides what to do with them.
+        (keep [B, K] bool, settled [B, K] bool): ``settled`` marks each image's candidates before
+        the first one that another round would still change. There ``keep`` is exactly greedy
+        NMS's (each decision depends only on better candidates, and the rule has one solution);
+        beyond it the caller decides. An image settled to its end is exact throughout.
     """
     suppresses = _suppression(boxes, labels, valid, iou_threshold)
     keep = valid
     for _ in range(rounds):
         keep = valid & ~(keep[:, :, None] & suppresses).any(dim=1)
     again = valid & ~(keep[:, :, None] & suppresses).any(dim=1)
-    return keep, (again == keep).all(dim=1)
+    return keep, (again != keep).cumsum(dim=1) == 0
 
 
 def _suppression(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
