@@ -118,7 +118,28 @@ def test_inductor_gets_the_mode_other_backends_none(cfg, monkeypatch):
     seen.clear()
     backend = CountingBackend()
     compiling.compile_detector(model, "max-autotune", backend=backend)
-    assert all(kw == {"backend": backend} for _, kw in seen)
+    assert all(kw == {"backend": backend, "dynamic": False} for _, kw in seen)
+    seen.clear()
+    compiling.compile_detector(model, "default", dynamic=True)
+    assert seen and all(kw == {"backend": "inductor", "mode": "default", "dynamic": True} for _, kw in seen)
+
+
+def test_dynamic_shapes_share_one_graph_among_blocks_of_other_sizes(cfg):
+    """``device.compile_dynamic``: ShuffleNet units of every stage (other channels, other
+    resolutions) and the neck's modules of every level reuse graphs instead of compiling one each,
+    with the same outputs."""
+    graphs = {}
+    for dynamic in (False, True):
+        torch._dynamo.reset()
+        model = make_model(cfg)
+        with torch.no_grad():
+            expected = model(images())
+        backend = CountingBackend()
+        compiling.compile_detector(model, "default", backend=backend, dynamic=dynamic)
+        with torch.no_grad():
+            torch.testing.assert_close(model(images()), expected)
+        graphs[dynamic] = backend.graphs
+    assert graphs[True] < graphs[False], graphs
 
 
 def test_compiled_detector_matches_eager_and_keeps_its_state_dict(cfg):
@@ -322,9 +343,9 @@ def test_a_compiled_two_task_run(tmp_path, monkeypatch):
     backends, modes = {}, []
     real = compiling.compile_detector
 
-    def counting_compile(model, mode, backend="inductor"):
+    def counting_compile(model, mode, backend="inductor", dynamic=False):
         modes.append(mode)
-        return real(model, mode, backend=backends.setdefault(id(model), CountingBackend()))
+        return real(model, mode, backend=backends.setdefault(id(model), CountingBackend()), dynamic=dynamic)
 
     monkeypatch.setattr(compiling, "compile_detector", counting_compile)
     cfg = fixtures_continual.tiny_cfg(tmp_path / "data", extra=["device.compile=true", "schedule.val_intervals=1"])

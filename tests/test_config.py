@@ -140,6 +140,7 @@ def test_nodes_deepcopy_and_convert_back_to_plain_dicts():
     ("device.channels_last=nhwc", r"device\.channels_last must be true, false or always, got 'nhwc'"),
     ("device.cuda_graph=2", r"device\.cuda_graph must be true, false or always, got 2"),
     ("device.cudnn_benchmark=maybe", r"device\.cudnn_benchmark must be true or false, got 'maybe'"),
+    ("device.compile_dynamic=2", r"device\.compile_dynamic must be true or false, got 2"),
     ("device.precision=fp8", r"device\.precision must be auto, 32, 16 or bf16, got 'fp8'"),
 ])
 def test_bad_log_interval_and_compile_mode_name_the_file_key_and_value(override, message):

@@ -20,7 +20,8 @@ each method's share of it. Needs CUDA (``--device cuda:N`` picks the GPU; of a l
 The step's settings are the config's, as training reads them, changed with ``--set``:
 ``device.precision`` (auto: bf16 autocast; 32: fp32; fp16 is refused, the captured step has no
 loss scaler), ``device.channels_last``, ``device.compile`` (a torch.compile mode for the network
-inside the graph) and ``device.cudnn_benchmark`` (cuDNN's algorithm search for each new shape).
+inside the graph), ``device.compile_dynamic`` (one graph per block class for all its sizes) and
+``device.cudnn_benchmark`` (cuDNN's algorithm search for each new shape).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def measure(cfg: CfgNode, network: str, loss: str, batch_size: int, args: argpar
         model = model.to(memory_format=torch.channels_last)
     if network == "ld_student":
         model.backbone.eval().requires_grad_(False)
-    parts = compiling.compile_detector(model, args.compile) if args.compile else []
+    parts = compiling.compile_detector(model, args.compile, dynamic=cfg.device.compile_dynamic) if args.compile else []
     params = [p for p in model.parameters() if p.requires_grad]
     # As training builds it for a captured step (capturable, fused).
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05,
@@ -152,6 +153,7 @@ def measure(cfg: CfgNode, network: str, loss: str, batch_size: int, args: argpar
             "cudnn_benchmark": args.cudnn_benchmark, "benchmark_limit": torch.backends.cudnn.benchmark_limit,
             "setup_seconds": round(setup_seconds, 2),
             "channels_last": args.channels_last, "compile": args.compile or False,
+            "compile_dynamic": bool(args.compile and cfg.device.compile_dynamic),
             "graphs": step.captures, "step_ms": median, "img_per_s": batch_size / median * 1000,
             "trainable_parameters": sum(p.numel() for p in params)}
 

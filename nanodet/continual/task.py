@@ -54,7 +54,8 @@ class ContinualTask(TrainingTask):
         channels_last = on_this_device(self.cfg.device.get("channels_last"), self.device)
         self.method.to(self.device, torch.channels_last if channels_last else torch.preserve_format)
         if self.compile_mode and self.method.teacher is not None:  # its own compiled parts
-            self._compiled_parts += compiling.compile_detector(self.method.teacher.model, self.compile_mode)
+            self._compiled_parts += compiling.compile_detector(self.method.teacher.model, self.compile_mode,
+                                                               dynamic=self.cfg.device.get("compile_dynamic", False))
 
     def best_weights_dir(self) -> None:
         # A continual run writes only inside its run directory: the best epoch (``--handover best``)

@@ -55,11 +55,14 @@ def compiled_regions(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield module
 
 
-def compile_detector(model: torch.nn.Module, mode: str, backend: str = "inductor") -> list[torch.nn.Module]:
+def compile_detector(model: torch.nn.Module, mode: str, backend: str = "inductor",
+                     dynamic: bool = False) -> list[torch.nn.Module]:
     """Compile the blocks of ``model``'s backbone, neck and head in place, each on its own
-    (regional compilation); returns them, for ``restore``. ``backend`` other than inductor is for
-    tests (torch.compile's modes are inductor's)."""
-    options = {"mode": mode, "dynamic": False} if backend == "inductor" else {}
+    (regional compilation); returns them, for ``restore``. ``dynamic`` (``device.compile_dynamic``):
+    sizes are symbolic, so the blocks of one class share one graph whatever their channels and
+    resolution (fewer compilations; whether their kernels are as fast is for the benchmark to say).
+    ``backend`` other than inductor is for tests (torch.compile's modes are inductor's)."""
+    options = {"mode": mode, "dynamic": dynamic} if backend == "inductor" else {"dynamic": dynamic}
     parts = [part for part in (model.backbone, model.fpn, model.head) if part is not None]
     regions = [region for part in parts for child in part.children() for region in compiled_regions(child)]
     # Blocks of one class share their forward's code, and so dynamo's cache of graphs for it: one

@@ -173,7 +173,8 @@ class TrainingTask(pl.LightningModule):
             self.to(memory_format=torch.channels_last)
         if self.compile_mode:
             mode = compiling.graph_free_mode(self.compile_mode) if self._captures_step() else self.compile_mode
-            self._compiled_parts += compiling.compile_detector(self.model, mode)
+            self._compiled_parts += compiling.compile_detector(self.model, mode,
+                                                               dynamic=self.cfg.device.get("compile_dynamic", False))
         if self.weight_averager is not None:
             self.weight_averager.to(self.device)
             # On resume the checkpoint's average is the one to continue, not the raw weights.

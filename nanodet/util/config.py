@@ -226,6 +226,8 @@ DEFAULTS: dict[str, Any] = {
         "gpu_augment": True,  # augment training batches on the GPU (nanodet/data/gpu_augment/)
         "channels_last": True,  # channels-last memory format for the model and its inputs
         "compile": False,  # torch.compile the network while training: true or a mode (nanodet/trainer/compile.py)
+        # compile each block class once for all its shapes (dynamic shapes) instead of once per shape
+        "compile_dynamic": False,
         "cuda_graph": True,  # the whole training step as one CUDA graph (nanodet/trainer/captured_step.py)
         # cuDNN's timed search for the fastest algorithm of each new convolution shape: about 25 s
         # at a run's start on an H200 for no faster step there (docs/benchmark.md), so off
@@ -408,9 +410,9 @@ def validate_config(cfg: Mapping, source: str = "config") -> None:
     for switch in ("gpu_augment", "channels_last", "cuda_graph"):
         if device.get(switch) not in (True, False, "always"):
             raise ConfigError(f"{source}: device.{switch} must be true, false or always, got {device.get(switch)!r}")
-    benchmark = device.get("cudnn_benchmark")
-    if not isinstance(benchmark, bool):
-        raise ConfigError(f"{source}: device.cudnn_benchmark must be true or false, got {benchmark!r}")
+    for flag in ("cudnn_benchmark", "compile_dynamic"):
+        if not isinstance(device.get(flag), bool):
+            raise ConfigError(f"{source}: device.{flag} must be true or false, got {device.get(flag)!r}")
     if device.get("precision") != "auto" and device.get("precision") not in PRECISIONS:
         raise ConfigError(f"{source}: device.precision must be auto, 32, 16 or bf16, got {device.get('precision')!r}")
     try:
