@@ -116,7 +116,7 @@ def test_distillation_terms_are_zero_for_equal_and_positive_for_different_models
     torch.manual_seed(0)
     student = build_model(setup[0].model)
     equal = distill_terms(setup, method, student, student)
-    assert equal and all(float(v) == 0.0 for v in equal.values())
+    assert equal and all(float(v) < 1e-12 for v in equal.values())  # 0 up to the folded BatchNorms' rounding
     other = copy.deepcopy(student)
     with torch.no_grad():
         for name, p in other.named_parameters():
