@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nanodet.util.gt_batch import PADDED_GT_KEYS, PADDED_IGNORE_KEYS, PaddedGT, from_batch, pad_gt_batch, pad_on_device
+from nanodet.util.gt_batch import (PADDED_GT_KEYS, PADDED_IGNORE_KEYS, PaddedGT, from_batch, pad_gt_batch,
+                                   pad_on_device, with_extra_boxes)
 
 BOXES = [np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32), np.zeros((0, 4), np.float32),
          np.array([[1, 2, 3, 4]], np.float32)]
@@ -50,16 +51,19 @@ def test_the_batch_entries_round_trip_and_a_carried_block_is_used_as_it_is():
     assert set(PaddedGT(gt.bboxes, gt.labels, gt.valid).batch_entries()) == set(PADDED_GT_KEYS)
 
 
-def test_appended_boxes_follow_each_images_own_in_new_columns():
-    gt = pad_gt_batch({"gt_bboxes": BOXES, "gt_labels": LABELS}, "cpu")
-    image, rank = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
-    boxes = torch.tensor([[1.0, 1, 2, 2], [3, 3, 4, 4], [5, 5, 6, 6]])
-    grown = gt.append(image, rank, boxes, torch.tensor([7, 8, 9]))
-    assert grown.bboxes.shape == (3, 4, 4)
+def test_extra_boxes_follow_each_images_own_in_new_columns_and_in_the_host_lists():
+    batch = {"gt_bboxes": BOXES, "gt_labels": LABELS}
+    gt = pad_gt_batch(batch, "cpu")
+    boxes = torch.tensor([[[1.0, 1, 2, 2], [0, 0, 0, 0]], [[3, 3, 4, 4], [5, 5, 6, 6]], [[0, 0, 0, 0]] * 2])
+    labels, valid = torch.tensor([[7, 0], [8, 9], [0, 0]]), torch.tensor([[True, False], [True, True], [False, False]])
+    out = with_extra_boxes(batch, gt, boxes, labels, valid)
+    grown = from_batch(out, "cpu")
+    assert grown.bboxes.shape == (3, 4, 4)  # two columns more, whatever is valid in them
     assert grown.valid.tolist() == [[True, True, True, False], [False, False, True, True], [True, False, False, False]]
     assert grown.labels[1, 2:].tolist() == [8, 9] and grown.labels[0, 2] == 7
-    assert torch.equal(grown.bboxes[1, 3], boxes[2])
     assert torch.equal(grown.bboxes[:, :2], gt.bboxes)  # the own boxes untouched
-    unchanged = gt.append(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4),
-                          torch.zeros(0, dtype=torch.long))
-    assert torch.equal(unchanged.valid, gt.valid)
+    assert [len(b) for b in out["gt_bboxes"]] == [3, 2, 1] and out["gt_labels"][1].tolist() == [8, 9]
+    np.testing.assert_array_equal(out["gt_bboxes"][0][2], [1, 1, 2, 2])
+    assert batch["gt_bboxes"] is BOXES and "gt_valid" not in batch  # the input batch is left as it was
+    static = with_extra_boxes(gt.batch_entries(), gt, boxes, labels, valid)
+    assert "gt_bboxes" not in static  # a captured step's batch: nothing copied to the host

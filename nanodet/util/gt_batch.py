@@ -41,19 +41,24 @@ class PaddedGT(NamedTuple):
             entries.update(zip(PADDED_IGNORE_KEYS, (self.ignore, self.ignore_valid)))
         return entries
 
-    def append(self, image: torch.Tensor, rank: torch.Tensor, boxes: torch.Tensor,
-               labels: torch.Tensor) -> "PaddedGT":
-        """Extra boxes after each image's own: box k goes to image ``image[k]`` as its
-        ``rank[k]``-th extra box, in columns added after the existing ones."""
-        num_images, columns = self.valid.shape
-        width = int(rank.max()) + 1 if len(rank) else 0
-        bboxes = torch.cat([self.bboxes, self.bboxes.new_zeros(num_images, width, 4)], dim=1)
-        all_labels = torch.cat([self.labels, self.labels.new_zeros(num_images, width)], dim=1)
-        valid = torch.cat([self.valid, self.valid.new_zeros(num_images, width)], dim=1)
-        bboxes[image, columns + rank] = boxes.to(bboxes.dtype)
-        all_labels[image, columns + rank] = labels.to(all_labels.dtype)
-        valid[image, columns + rank] = True
-        return self._replace(bboxes=bboxes, labels=all_labels, valid=valid)
+
+def with_extra_boxes(batch: dict, gt: PaddedGT, boxes: torch.Tensor, labels: torch.Tensor,
+                     valid: torch.Tensor) -> dict:
+    """``batch`` with ``boxes [B, R, 4]`` and ``labels [B, R]`` (where ``valid [B, R]``) after each
+    image's ground truth ``gt``: in ``R`` new padded columns (fixed shapes, nothing read back, as a
+    CUDA graph needs) and, where the batch has them, in the per-image host lists (one copy to the
+    host, which only an eager step's batch asks for). The input batch is not modified."""
+    out = dict(batch)
+    out.update(gt._replace(bboxes=torch.cat([gt.bboxes, boxes.to(gt.bboxes.dtype)], dim=1),
+                           labels=torch.cat([gt.labels, labels.to(gt.labels.dtype)], dim=1),
+                           valid=torch.cat([gt.valid, valid.bool()], dim=1)).batch_entries())
+    if "gt_bboxes" in batch:
+        host_boxes, host_labels, host_valid = (t.cpu().numpy() for t in (boxes.float(), labels, valid.bool()))
+        out["gt_bboxes"] = [np.concatenate([np.asarray(own, np.float32).reshape(-1, 4), extra[keep]])
+                            for own, extra, keep in zip(batch["gt_bboxes"], host_boxes, host_valid)]
+        out["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), extra[keep].astype(np.int64)])
+                            for own, extra, keep in zip(batch["gt_labels"], host_labels, host_valid)]
+    return out
 
 
 def from_batch(batch: dict, device: torch.device | str, with_ignore: bool = False) -> Optional[PaddedGT]:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...util.gt_batch import pad_gt_batch
+from ...util.gt_batch import pad_gt_batch, with_extra_boxes
 from ...util.io import atomic_write, atomic_write_json
 from .parts import Part
 
@@ -200,20 +200,9 @@ def paste_boxes(batch: dict, crops: torch.Tensor, labels: torch.Tensor, sizes: t
     boxes = torch.stack(pasted_boxes, dim=1)  # [B, K, 4]
     valid = torch.stack(pasted_valid, dim=1)
     pasted_labels = labels[chosen]
-    result = dict(batch)
     channels_last = img.is_contiguous(memory_format=torch.channels_last) and not img.is_contiguous()
-    result["img"] = out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    result.update(gt._replace(
-        bboxes=torch.cat([gt.bboxes, boxes.to(gt.bboxes.dtype)], dim=1),
-        labels=torch.cat([gt.labels, pasted_labels.to(gt.labels.dtype)], dim=1),
-        valid=torch.cat([gt.valid, valid], dim=1)).batch_entries())
-    if "gt_bboxes" in batch:  # the per-image host lists (per-image assignment reads them)
-        host_boxes, host_labels, host_valid = boxes.cpu().numpy(), pasted_labels.cpu().numpy(), valid.cpu().numpy()
-        result["gt_bboxes"] = [np.concatenate([np.asarray(own, np.float32).reshape(-1, 4), b[v]])
-                               for own, b, v in zip(batch["gt_bboxes"], host_boxes, host_valid)]
-        result["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), lab[v]])
-                               for own, lab, v in zip(batch["gt_labels"], host_labels, host_valid)]
-    return result
+    out = out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return {**with_extra_boxes(batch, gt, boxes, pasted_labels, valid), "img": out}
 
 
 class BoxReplay(Part):

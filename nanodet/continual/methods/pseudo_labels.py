@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 
 from ...model.head.nanodet_plus_head import greedy_nms_keep_in_rounds
 from ...model.loss.iou_loss import bbox_overlaps
-from ...util.gt_batch import pad_gt_batch
+from ...util.gt_batch import pad_gt_batch, with_extra_boxes
 from .parts import Part
 from .teacher import class_mask
 
@@ -105,21 +104,4 @@ def add_pseudo_labels(head: NanoDetPlusHead, batch: dict, teacher_preds: torch.T
         order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :rows]
         boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
         label, keep = label.gather(1, order), keep.gather(1, order)
-    return _append(batch, gt, boxes, label, keep)
-
-
-def _append(batch, gt, boxes, labels, keep):
-    """The batch with ``boxes [B, R, 4]`` (where ``keep``) in columns after the ground truth's,
-    and in the per-image host lists where the batch has them (an eager step's; a copy to the
-    host, which a captured step, without them, never makes)."""
-    out = dict(batch)
-    out.update(gt._replace(bboxes=torch.cat([gt.bboxes, boxes.to(gt.bboxes.dtype)], dim=1),
-                           labels=torch.cat([gt.labels, labels.to(gt.labels.dtype)], dim=1),
-                           valid=torch.cat([gt.valid, keep], dim=1)).batch_entries())
-    if "gt_bboxes" in batch:
-        host_boxes, host_labels, host_keep = boxes.float().cpu().numpy(), labels.cpu().numpy(), keep.cpu().numpy()
-        out["gt_bboxes"] = [np.concatenate([np.asarray(own, np.float32).reshape(-1, 4), b[k]])
-                            for own, b, k in zip(batch["gt_bboxes"], host_boxes, host_keep)]
-        out["gt_labels"] = [np.concatenate([np.asarray(own, np.int64).reshape(-1), lab[k].astype(np.int64)])
-                            for own, lab, k in zip(batch["gt_labels"], host_labels, host_keep)]
-    return out
+    return with_extra_boxes(batch, gt, boxes, label, keep)
