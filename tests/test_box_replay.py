@@ -140,8 +140,7 @@ def test_a_box_replay_run_pastes_inside_the_static_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(box_replay, "paste_boxes", recording_paste)
     monkeypatch.setattr(CapturedTrainingStep, "__call__", counted_step)
-    assert not build_method("ld", box_replay=40).step_capturable()  # until its capture is proven on a GPU
-    monkeypatch.setattr(BoxReplay, "capturable", True)
+    assert build_method("ld", box_replay=40).step_capturable()
     cfg = tiny_cfg(tmp_path / "data", 1, extra=["device.gpu_augment=always", "device.cuda_graph=always"])
     method = build_method("ld", box_replay=40, box_replay_side=16)
     results = ContinualRunner(cfg, parse_scenario(TWO_TASKS, cfg.class_names), method, run_dir=tmp_path / "run",

@@ -59,8 +59,6 @@ def test_static_steps_train_exactly_as_lightnings_automatic_optimization(tmp_pat
     if settings:  # a teacher of two tiny epochs still scores about the prior, 0.01 (the head's
         # bias): with the head's own floor off, a threshold of 0.01 makes pseudo-labels of its best priors
         monkeypatch.setattr(NanoDetPlusHead, "score_thr", 0.0)
-        # the static path pseudo-labels are written for (eager on a GPU until their capture is proven)
-        monkeypatch.setattr(pseudo_labels.PseudoLabels, "capturable", True)
     added.append(0)
     automatic, automatic_weights = run_two_tasks(tmp_path / "data", tmp_path / "auto", method, "false", **settings)
     assert not count_static_steps
@@ -88,7 +86,7 @@ def test_a_static_run_resumed_within_its_warm_up_trains_as_one_uninterrupted(tmp
 
 def test_methods_that_choose_on_the_host_per_step_train_eagerly():
     assert build_method("sid").step_capturable() and build_method("ld").step_capturable()
-    assert not build_method("ld", pseudo_labels=0.5).step_capturable()  # until its capture is proven on a GPU
+    assert build_method("ld", pseudo_labels=0.5).step_capturable()
     assert not build_method("latent_replay").step_capturable()
 
 

@@ -53,7 +53,7 @@ def test_each_preset_is_its_parts():
 def test_the_common_settings_add_their_parts_to_any_method():
     method = build_method("sid", pseudo_labels=0.4, drop_background=True)
     assert kinds(method) == [LogitDistillation, FeatureDistillation, PseudoLabels, DropBackground]
-    assert method.parts[2].score == 0.4 and not method.step_capturable()
+    assert method.parts[2].score == 0.4 and method.step_capturable()
     assert kinds(build_method("ld", buffer_size=6)) == [FrozenBackbone, LogitDistillation, FeatureDistillation,
                                                         ImageReplay]
     assert build_method("ld", buffer_size=6).step_capturable()  # an image buffer only changes the batches
