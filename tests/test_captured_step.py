@@ -154,3 +154,39 @@ def test_a_captured_optimizer_is_capturable_and_fused_where_torch_offers_both():
     weight.sum().backward()
     optimizer.step()
     assert torch.all(weight < 1)
+
+
+def test_a_compiled_block_compiles_once_whatever_autocast_cache_state_the_caller_steps_under():
+    # Warm-up steps ran under the caller's autocast state and the capture under its own (cache off):
+    # the cache flag is in torch.compile's guards, so every compiled block was compiled again during
+    # capture, where a dynamic-shape kernel's first-launch autotuning breaks it (H200, 2026-12-04).
+    torch._dynamo.reset()
+    compiles = []
+
+    def counting_backend(graph_module, example_inputs):
+        compiles.append(graph_module)
+        return graph_module.forward
+
+    layer = torch.nn.Linear(4, 2)
+    compiled = torch.compile(layer, backend=counting_backend)
+    seen_cache_states = []
+
+    def compute_loss(static):
+        seen_cache_states.append(torch.is_autocast_cache_enabled())
+        loss = compiled(static["img"].flatten(1)[:, :4]).square().mean()
+        return loss, {"loss": loss}
+
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
+    step = CapturedTrainingStep(compute_loss, optimizer, layer.parameters(), clip_norm=None, canvas=(2, 2),
+                                use_graphs=False)
+    batch = {"img": torch.rand(2, 3, 2, 2), "gt_bboxes_padded": torch.zeros(2, 1, 4),
+             "gt_labels_padded": torch.zeros(2, 1, dtype=torch.long), "gt_valid": torch.zeros(2, 1, dtype=torch.bool)}
+    before = layer.weight.detach().clone()
+    assert torch.is_autocast_cache_enabled()  # torch's default: the state of a caller without autocast
+    step(batch)
+    with torch.autocast("cpu", enabled=False, cache_enabled=False):  # Lightning's mixed precision's state
+        step(batch)
+    assert seen_cache_states == [False, False]
+    assert len(compiles) == 1
+    assert not torch.equal(layer.weight, before)  # and the steps trained
+    torch._dynamo.reset()

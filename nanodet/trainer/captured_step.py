@@ -143,11 +143,22 @@ class CapturedTrainingStep:
     def _step(self, static: dict):
         """forward, losses, backward, clipping, optimizer: the body of the graph."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, states = self.compute_loss(static)
-        loss.backward()
-        if self.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm, foreach=True)
-        self.optimizer.step()
+        return self._body(static)
+
+    def _body(self, static: dict):
+        # Every run of the body, eager, warm-up or captured, sees the same autocast state with its
+        # cast cache off (a graph must not hold casts made during capture). The cache flag is in
+        # torch.compile's guards: a warm-up under another flag than the capture's recompiled every
+        # compiled block during capture, where a dynamic-shape kernel's first-launch autotuning
+        # synchronises and the capture fails (H200, 2026-12-04, docs/benchmark.md).
+        device_type = static["img"].device.type
+        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
+                            enabled=torch.is_autocast_enabled(device_type), cache_enabled=False):
+            loss, states = self.compute_loss(static)
+            loss.backward()
+            if self.clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm, foreach=True)
+            self.optimizer.step()
         return loss.detach(), {k: v.detach() for k, v in states.items()}
 
     def _step_on_side_stream(self, static: dict):
@@ -161,16 +172,8 @@ class CapturedTrainingStep:
     def _capture(self, key: tuple, static: dict):
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)
-        # Autocast's cast cache would hold casts made during capture: graphs need it off.
-        autocast = torch.is_autocast_enabled("cuda")
-        dtype = torch.get_autocast_dtype("cuda")
-        with torch.cuda.graph(graph), torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False):
-            loss, states = self.compute_loss(static)
-            loss.backward()
-            if self.clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm, foreach=True)
-            self.optimizer.step()
-            outputs = (loss.detach(), {k: v.detach() for k, v in states.items()})
+        with torch.cuda.graph(graph):
+            outputs = self._body(static)
         self._graphs[key] = (graph, outputs)
         self.captures += 1
         graph.replay()  # capturing records the step without running it
