@@ -4,19 +4,28 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(tmp_path, logs="logs", **env):
+def run_script(tmp_path, logs="logs", check=True, out_name="report", **env):
     stub = tmp_path / "bin" / "python"
-    stub.parent.mkdir()
+    stub.parent.mkdir(exist_ok=True)
     stub.write_text('#!/bin/sh\necho "$@"\n')
     stub.chmod(0o755)
-    out = tmp_path / "report"
+    out = tmp_path / out_name
     environ = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "OUT_DIR": str(out), **env}
-    subprocess.run(["bash", str(ROOT / "tools" / "synthetic_report.sh")], env=environ, check=True,
-                   capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["bash", str(ROOT / "tools" / "synthetic_report.sh")], env=environ, check=check,
+                          capture_output=True, text=True, timeout=60)
+    if not check:
+        return done
     return out, {p.stem: p.read_text() for p in (out / logs).glob("*.log")}
+
+
+def option(command, name):
+    words = command.split()
+    return words[words.index(name) + 1]
 
 
 def test_methods_picks_the_runs_of_stage_two_and_bases_still_run(tmp_path):
@@ -37,9 +46,43 @@ def test_every_method_by_default_and_finished_runs_are_skipped(tmp_path):
     finished.mkdir(parents=True)
     (finished / "results.json").write_text('{"finished": true}')
     _, commands = run_script(tmp_path, SCENARIOS="19p1")
-    assert sorted(commands) == ["19p1_latent_replay", "19p1_ld", "19p1_ld_pseudo", "19p1_lwf", "19p1_naive",
-                                "19p1_replay", "base_19p1"]
+    # issue 23's methods: the paper's, the new ones alone and their presets (not the ablation's _nobg)
+    assert sorted(commands) == ["19p1_box", "19p1_erd", "19p1_latent_replay", "19p1_ld", "19p1_ld_box",
+                                "19p1_ld_ocdm_lp", "19p1_ld_pseudo", "19p1_lwf", "19p1_lwf_ocdm", "19p1_naive",
+                                "19p1_replay", "19p1_replay_balanced", "19p1_replay_lp", "19p1_replay_ocdm",
+                                "base_19p1"]
     assert "--pseudo-labels 0.5" in commands["19p1_ld_pseudo"] and "--latent" in commands["19p1_latent_replay"]
+    ocdm, propagation = commands["19p1_replay_ocdm"], commands["19p1_replay_lp"]
+    assert ocdm.startswith("replay.py") and "--buffer-policy ocdm" in ocdm
+    assert "--label-propagation 0.5" in propagation and "--buffer-policy" not in propagation
+    assert commands["19p1_box"].startswith("naive.py") and "--box-replay 1000" in commands["19p1_box"]
+    for name in ("19p1_replay", "19p1_replay_balanced", "19p1_latent_replay", "19p1_replay_ocdm", "19p1_lwf_ocdm"):
+        assert option(commands[name], "--buffer-size") == "250"  # one buffer size for every image buffer
+
+
+def test_the_default_scenarios_include_15p5_with_joint_and_the_mobilenet_base(tmp_path):
+    _, commands = run_script(tmp_path, METHODS="naive joint ld_mbv2")
+    assert sorted(commands) == ["10p10_naive", "15p1_ld_mbv2", "15p1_naive", "15p5_naive", "19p1_naive",
+                                "base_10p10", "base_15p1", "base_15p1_mbv2", "base_15p5", "base_19p1", "joint"]
+
+
+def test_the_paper_protocol_trains_100_epochs_a_task_with_its_500_step_warm_up(tmp_path):
+    _, short = run_script(tmp_path, SCENARIOS="19p1", METHODS="ld")
+    assert "schedule.total_epochs=40" in short["base_19p1"] and "schedule.total_epochs=25" in short["19p1_ld"]
+    assert "schedule.warmup.steps=100" in short["19p1_ld"]
+    _, paper = run_script(tmp_path, out_name="paper", SCENARIOS="19p1", METHODS="ld", PROTOCOL="paper")
+    assert sorted(paper) == ["19p1_ld", "base_19p1"]
+    for command in paper.values():
+        assert "schedule.total_epochs=100" in command and "schedule.lr_schedule.T_max=100" in command
+        assert "schedule.warmup.steps=500" in command
+
+
+@pytest.mark.parametrize("env, message", [({"METHODS": "ld lwf_odcm"}, "METHODS: unknown method 'lwf_odcm'"),
+                                          ({"PROTOCOL": "long"}, "PROTOCOL must be short or paper, got 'long'")])
+def test_a_misspelt_method_or_protocol_stops_before_any_run(tmp_path, env, message):
+    done = run_script(tmp_path, check=False, SCENARIOS="19p1", **env)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "report").exists()  # nothing started
 
 
 def test_the_ablation_and_the_presets_run_by_name(tmp_path):
