@@ -183,8 +183,9 @@ def plot_mean_per_task(cells: Sequence[Cell], path: Path, title: str) -> None:
 
 
 def write_seed_report(root: str | Path, out_dir: str | Path, seeds: Sequence[int] | None = None) -> dict:
-    """``report.md`` (per scenario: the seed table, the difference matrix of final mAP), one CSV
-    and one plot per scenario, from whatever has finished under ``root``. ``seeds``: the seeds
+    """``report.md`` (per scenario: the seed table, the difference matrix of final mAP; then the
+    paper's 15p1 and 19p1 results beside ours in relative terms), one CSV and one plot per
+    scenario, from whatever has finished under ``root``. ``seeds``: the seeds
     expected (default: every seed found)."""
     cells = collect(root)
     if not cells:
@@ -219,5 +220,8 @@ def write_seed_report(root: str | Path, out_dir: str | Path, seeds: Sequence[int
             plot_mean_per_task([c for c in group if c.label != "base"] or group,
                                out_dir / f"map_per_task_{scenario}.png", f"{scenario}: mean over seeds")
         summary[scenario] = rows
+    from .paper import against_the_paper  # it formats as this module does
+
+    lines += against_the_paper(cells, out_dir)
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return summary
