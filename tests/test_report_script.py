@@ -63,7 +63,17 @@ def test_every_method_by_default_and_finished_runs_are_skipped(tmp_path):
 def test_the_default_scenarios_include_15p5_with_joint_and_the_mobilenet_base(tmp_path):
     _, commands = run_script(tmp_path, METHODS="naive joint ld_mbv2")
     assert sorted(commands) == ["10p10_naive", "15p1_ld_mbv2", "15p1_naive", "15p5_naive", "19p1_naive",
-                                "base_10p10", "base_15p1", "base_15p1_mbv2", "base_15p5", "base_19p1", "joint"]
+                                "base_10p10", "base_15p1", "base_15p1_mbv2", "base_19p1", "joint"]
+
+
+@pytest.mark.parametrize("scenarios", ["15p1 15p5", "15p5"])
+def test_scenarios_with_the_same_base_classes_share_one_base(tmp_path, scenarios):
+    out, commands = run_script(tmp_path, SCENARIOS=scenarios, METHODS="naive")
+    assert [name for name in commands if name.startswith("base")] == ["base_15p1"]  # trained once
+    assert option(commands["15p5_naive"], "--base-model") == str(out / "15p1" / "base" / "task_0" / "model.pth")
+    assert option(commands["base_15p1"], "--task") == "[[" + ",".join(
+        "disc ring square frame triangle diamond cross star hexagon octagon pentagon crescent arrow bar lshape".split()
+    ) + "]]"
 
 
 def test_the_paper_protocol_trains_100_epochs_a_task_with_its_500_step_warm_up(tmp_path):

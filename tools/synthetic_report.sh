@@ -71,6 +71,9 @@ CLASSES=(disc ring square frame triangle diamond cross star hexagon octagon pent
 epochs() { echo "--set schedule.total_epochs=$1 --set schedule.lr_schedule.T_max=$1"; }
 first_classes() { local IFS=,; echo "[[${CLASSES[*]:0:$1}]]"; }  # a one-task scenario: task 0 only
 base_of() { echo "$OUT_DIR/$1/base/task_0/model.pth"; }
+# One base per number of base classes, shared by every scenario that starts from them (15p1 and
+# 15p5, as in the paper), in the folder of the paper's first scenario with that many.
+base_scenario() { case $1 in 15) echo 15p1 ;; 19) echo 19p1 ;; 10) echo 10p10 ;; *) echo "base$1" ;; esac; }
 
 mkdir -p "$OUT_DIR/logs"
 jobs_file=$(mktemp)
@@ -87,11 +90,11 @@ run_jobs() {
     ' < "$jobs_file"
 }
 
-# Stage 1: the base models (task 0 of each scenario), joint training, LD's MobileNetV2 base.
+# Stage 1: the base models (task 0, one per number of base classes), joint training, LD's MobileNetV2 base.
 : > "$jobs_file"
-for s in $SCENARIOS; do
-    n=${s%%p*}
-    echo "base_$s $OUT_DIR/$s/base python naive.py --task $(first_classes $n) --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
+for n in $(for s in $SCENARIOS; do echo "${s%%p*}"; done | awk '!seen[$0]++'); do
+    b=$(base_scenario "$n")
+    echo "base_$b $OUT_DIR/$b/base python naive.py --task $(first_classes "$n") --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
 done
 wants() { [[ " $METHODS " == *" $1 "* ]]; }
 [[ " $SCENARIOS " == *" 15p1 "* ]] && wants joint && echo "joint $OUT_DIR/joint/naive python naive.py --task joint --cfg $CFG $GPU $(epochs "$BASE_EPOCHS")" >> "$jobs_file"
@@ -103,7 +106,7 @@ run_jobs
 job() { wants "$1" && echo "${s}_$1 $OUT_DIR/${s}${2}" "${@:3}" >> "$jobs_file"; }
 : > "$jobs_file"
 for s in $SCENARIOS; do
-    from="--base-model $(base_of $s)"
+    from="--base-model $(base_of "$(base_scenario "${s%%p*}")")"
     common="--task $s --cfg $CFG $GPU $(epochs "$EPOCHS") $from"
     job ld /ld python latentDistillation.py $common
     job ld_pseudo /ld_pseudo_labels python latentDistillation.py $common --pseudo-labels $PSEUDO_LABEL_SCORE
