@@ -120,6 +120,8 @@ def test_each_task_reports_where_its_time_went(finished_run):
     _, results = finished_run
     for entry in results["per_task"]:
         assert 0 <= entry["startup_seconds"] and 0 <= entry["eval_seconds"]
+        if "base_model" not in entry:  # a trained task: its loader's share of the start-up
+            assert 0 <= entry["startup_data_seconds"] <= entry["startup_seconds"]
         # the first steps are part of training, timed on their own (cuDNN's search, the graph's capture)
         assert entry["warmup_seconds"] is None or 0 < entry["warmup_seconds"] <= entry["train_seconds"]
 

@@ -81,8 +81,9 @@ def timed_run(args: argparse.Namespace, name: str, epochs: int | None, settings:
     if (code != 0 and not timed_out) or not results_path.is_file():
         raise SystemExit(f"{name} run failed (exit code {code}); its log: {log}")
     results = json.loads(results_path.read_text())
-    tasks = [{key: entry.get(key) for key in ("task", "train_images", "epochs", "startup_seconds", "warmup_seconds",
-                                              "train_seconds", "eval_seconds", "train_img_per_s", "mAP", "voc_mAP50")}
+    tasks = [{key: entry.get(key) for key in ("task", "train_images", "epochs", "startup_seconds",
+                                              "startup_data_seconds", "warmup_seconds", "train_seconds",
+                                              "eval_seconds", "train_img_per_s", "mAP", "voc_mAP50")}
              for entry in results["per_task"]]
     return {"command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
             "finished": not timed_out and results["finished"],

@@ -69,6 +69,7 @@ class TaskTraining(TypedDict, total=False):
     epochs: int
     train_seconds: float
     startup_seconds: float
+    startup_data_seconds: float  # of startup_seconds, building the training loader (the GPU path decodes)
     warmup_seconds: Optional[float]
     train_img_per_s: Optional[float]
     base_model: str

@@ -358,6 +358,7 @@ class ContinualRunner:
         return {
             "epochs": trainer.current_epoch, "train_seconds": round(train_seconds, 2),
             "startup_seconds": round(module.fit_started - task_started, 2),
+            "startup_data_seconds": round(module.data_seconds, 2),  # the training loader's part of it
             "warmup_seconds": None if module.warmup_seconds is None else round(module.warmup_seconds, 2),
             # Augmented samples (replayed ones included) per second of training, start-up included.
             "train_img_per_s": round(module.images_seen * trainer.world_size / max(train_seconds, 1e-9), 1),

@@ -39,6 +39,7 @@ class ContinualTask(TrainingTask):
         # the CUDA graph's capture, compilation), which the later steps do not pay again.
         self.warmup_seconds = None
         self.fit_started = self._clock_start  # when the first step began (on_train_start)
+        self.data_seconds = 0.0  # of the start-up, building the training batches' loader
 
     def train(self, mode: bool = True) -> ContinualTask:
         # Lightning switches the whole module to train mode at every epoch; frozen parts go
@@ -82,7 +83,11 @@ class ContinualTask(TrainingTask):
         return loss, states
 
     def train_dataloader(self) -> Iterable[dict[str, Any]]:
-        return self.at_current_epoch(self.method.train_dataloader(self.context, self.cfg, self.device))
+        # Timed as a part of the start-up: on the GPU path it decodes the task's new images.
+        started = time.perf_counter()
+        loader = self.at_current_epoch(self.method.train_dataloader(self.context, self.cfg, self.device))
+        self.data_seconds += time.perf_counter() - started
+        return loader
 
     def step_capturable(self) -> bool:
         return super().step_capturable() and self.method.step_capturable()
