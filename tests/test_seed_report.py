@@ -62,3 +62,17 @@ def test_a_flat_folder_is_one_seed_and_an_empty_one_is_refused(tmp_path):
         write_seed_report(tmp_path / "seed7" / "19p1", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no such report folder"):
         collect(tmp_path / "missing")
+
+
+def test_a_folder_of_committed_scenario_method_files_is_one_seed(tmp_path):
+    write_run(tmp_path / "tree", 1234, "15p1", "ld_pseudo_labels", 0.45)
+    write_run(tmp_path / "tree", 1234, "joint", "naive", 0.66)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    tree = tmp_path / "tree" / "seed1234"
+    (flat / "15p1_ld_pseudo_labels.json").write_text((tree / "15p1" / "ld_pseudo_labels" / "results.json").read_text())
+    (flat / "joint_naive.json").write_text((tree / "joint" / "naive" / "results.json").read_text())
+    (flat / "notes.json").write_text("{}")  # not SCENARIO_METHOD: ignored
+    cells = collect(flat)
+    assert sorted(cells) == [("15p1", "ld_pseudo_labels"), ("joint", "naive")]
+    assert list(cells["15p1", "ld_pseudo_labels"].runs) == [1234]

@@ -3,7 +3,8 @@
     python tools/seed_report.py runs/report --out docs/results/seeds [--seeds 1234 1235 1236]
 
 ``runs/report`` holds ``seedN/SCENARIO/METHOD/results.json`` (tools/synthetic_report.sh with SEEDS)
-or, for one seed, ``SCENARIO/METHOD/results.json``. Writes report.md (per scenario: mean ± std of
+or, for one seed, ``SCENARIO/METHOD/results.json`` or committed ``SCENARIO_METHOD.json`` files
+(``python tools/seed_report.py docs/results/report --out DIR``). Writes report.md (per scenario: mean ± std of
 final mAP, VOC mAP@0.5, old and new classes, mean forgetting and run seconds, parameters, buffer
 bytes, the seeds still missing, and which methods differ beyond the seeds' spread), one CSV and
 one plot (mean, min-to-max band) per scenario. Re-run it as runs finish.

@@ -3,8 +3,9 @@ differences between methods exceed the seeds' spread.
 
 A report root holds one folder per seed (``seed1234/``, ``seed1235/``...; tools/synthetic_report.sh
 with ``SEEDS``), each with ``SCENARIO/METHOD/results.json``; a root without seed folders is one
-seed. The tables are made from whatever has finished, so a report can be regenerated as runs
-come in; a cell lists the seeds it still lacks.
+seed, and so is a folder of committed ``SCENARIO_METHOD.json`` files (docs/results/report/). The
+tables are made from whatever has finished, so a report can be regenerated as runs come in; a
+cell lists the seeds it still lacks.
 
 Two methods are called different only when their seeds' ranges do not overlap: every seed of
 one is above every seed of the other. For three seeds against three, that is a one-sided
@@ -28,6 +29,8 @@ from .report import _save_figure, run_label
 from .results import read_results
 
 SEED_FOLDER = re.compile(r"^seed(\d+)$")
+# A committed results folder (docs/results/report/): SCENARIO_METHOD.json files side by side.
+FLAT_RESULTS = re.compile(r"^(\d+p\d+|joint)_(.+)\.json$")
 MIN_SEEDS_FOR_A_DIFFERENCE = 3
 
 
@@ -57,8 +60,11 @@ def collect(root: str | Path) -> dict[tuple[str, str], Cell]:
     seed_dirs = [(int(m.group(1)), d) for d in sorted(root.iterdir()) if (m := SEED_FOLDER.match(d.name))]
     cells: dict[tuple[str, str], Cell] = {}
     for seed_from_folder, folder in seed_dirs or [(None, root)]:
-        for path in sorted(folder.glob("*/*/results.json")):
-            scenario, method = path.parts[-3], path.parts[-2]
+        found = [(p, p.parts[-3], p.parts[-2]) for p in sorted(folder.glob("*/*/results.json"))]
+        if not found and not seed_dirs:
+            found = [(p, m.group(1), m.group(2)) for p in sorted(folder.glob("*.json"))
+                     if (m := FLAT_RESULTS.match(p.name))]
+        for path, scenario, method in found:
             results = read_results(path)
             seed = seed_from_folder if seed_from_folder is not None else int(results["seed"])
             cell = cells.setdefault((scenario, method), Cell(scenario, method))
