@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from nanodet.continual.seeds import collect, differs, mean_std, write_seed_report
+from nanodet.continual.metrics import mean_std
+from nanodet.continual.seeds import collect, differs, write_seed_report
 from tools import seed_report
 
 

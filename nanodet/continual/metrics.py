@@ -7,6 +7,7 @@ undefined (a class with no ground truth in the evaluated images); means skip suc
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Iterable, Mapping, Optional, Sequence
 
 
@@ -40,3 +41,19 @@ def forgetting_after(matrix: Sequence[Sequence[Optional[float]]], t: int) -> dic
 def mean_or_nan(values: Iterable[Optional[float]]) -> float:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else math.nan
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
+    """Mean and sample standard deviation (0 for one value); None for none."""
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def mean_std_text(values: Sequence[float], digits: int) -> str:
+    """``mean ± std``; one value alone (no spread to show); ``-`` for none."""
+    stats = mean_std(values)
+    if stats is None:
+        return "-"
+    mean, std = stats
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .seeds import _fmt
+from .metrics import mean_std_text
 
 # mAP@[.5:.95] of the seen classes after tasks 0 to 5 (15 base classes, then five one-class tasks).
 PAPER_15P1 = {
@@ -61,7 +61,7 @@ def table_15p1(cells: dict) -> list[str]:
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in methods:
         paper = PAPER_15P1[m]
-        cols = [f"{_fmt([s[t] for s in ours[m]], 2)} / {paper[t] / paper[0]:.2f}" for t in range(1, tasks)]
+        cols = [f"{mean_std_text([s[t] for s in ours[m]], 2)} / {paper[t] / paper[0]:.2f}" for t in range(1, tasks)]
         rows.append(f"| {m} | {len(ours[m])} | " + " | ".join(cols) + f" | {our_rank[m]} / {paper_rank[m]} |")
     return rows
 
@@ -84,7 +84,7 @@ def table_19p1(cells: dict) -> list[str]:
     rows = ["| method | seeds | final mAP over LD's: ours / paper | rank: ours / paper |", "|---|---|---|---|"]
     for m in methods:
         paper = PAPER_19P1[m] / PAPER_19P1[REFERENCE_19P1]
-        rows.append(f"| {m} | {len(ratios[m])} | {_fmt(ratios[m], 2)} / {paper:.2f} | "
+        rows.append(f"| {m} | {len(ratios[m])} | {mean_std_text(ratios[m], 2)} / {paper:.2f} | "
                     f"{our_rank[m]} / {paper_rank[m]} |")
     return rows
 

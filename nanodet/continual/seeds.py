@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..util.io import atomic_write_text
+from .metrics import mean_std_text
+from .paper import against_the_paper
 from .report import _save_figure, run_label
 from .results import read_results
 
@@ -75,13 +77,6 @@ def collect(root: str | Path) -> dict[tuple[str, str], Cell]:
     return cells
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
-    """Mean and sample standard deviation (0 for one value); None for none."""
-    if not values:
-        return None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def differs(a: Sequence[float], b: Sequence[float]) -> int:
     """+1 when every value of ``a`` exceeds every value of ``b``, -1 for the reverse, 0 otherwise
     (also with fewer than ``MIN_SEEDS_FOR_A_DIFFERENCE`` values on either side)."""
@@ -116,15 +111,6 @@ METRICS: list[tuple[str, Callable[[dict], float | None], int]] = [
 ]
 
 
-def _fmt(values: Sequence[float], digits: int) -> str:
-    """``mean ± std``; one value alone (no spread to show); ``-`` for none."""
-    stats = mean_std(values)
-    if stats is None:
-        return "-"
-    mean, std = stats
-    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def scenario_table(cells: Sequence[Cell], seeds: Sequence[int]) -> tuple[list[str], list[list[str]]]:
     """The markdown rows of one scenario: seeds done, each metric's mean ± std, parameters,
     buffer, and what is missing."""
@@ -133,7 +119,7 @@ def scenario_table(cells: Sequence[Cell], seeds: Sequence[int]) -> tuple[list[st
     rows = []
     for cell in cells:
         row = [cell.label, str(len(cell.runs))]
-        row += [_fmt(cell.values(metric), digits) for _, metric, digits in METRICS]
+        row += [mean_std_text(cell.values(metric), digits) for _, metric, digits in METRICS]
         any_run = next(iter(cell.runs.values()), None)
         if any_run is not None:
             row += [f"{any_run['parameters']['trainable']:,}", f"{any_run['parameters']['in_memory']:,}",
@@ -226,8 +212,6 @@ def write_seed_report(root: str | Path, out_dir: str | Path, seeds: Sequence[int
             plot_mean_per_task([c for c in group if c.label != "base"] or group,
                                out_dir / f"map_per_task_{scenario}.png", f"{scenario}: mean over seeds")
         summary[scenario] = rows
-    from .paper import against_the_paper  # it formats as this module does
-
     lines += against_the_paper(cells, out_dir)
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return summary
