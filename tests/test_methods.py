@@ -61,9 +61,14 @@ def test_ld_backbone_is_bitwise_frozen_and_runs_once_per_step(setup):
     model = build_model(cfg.model)
     method = build_method("ld", freeze_backbone_from=0)
     before = state_copy(model.backbone)
-    calls = []
-    model.backbone.register_forward_hook(lambda *args: calls.append(1))
-    module = train_one_task(setup, method, model, t=1)
+    calls = []  # passes of the backbone, the model's or its folded copy (FrozenBackbone.folded)
+    backbone_type = type(model.backbone)
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, *args: calls.append(1) if type(module) is backbone_type else None)
+    try:
+        module = train_one_task(setup, method, model, t=1)
+    finally:
+        hook.remove()
     after = model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running stats
     assert any("running_mean" in k for k in before)
@@ -77,6 +82,29 @@ def test_ld_backbone_is_bitwise_frozen_and_runs_once_per_step(setup):
     # memory: the student plus the teacher's neck and head, no second backbone
     neck_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("backbone."))
     assert method.parameters_in_memory(model) == sum(p.numel() for p in model.parameters()) + neck_head
+
+
+def test_a_frozen_backbone_runs_as_a_copy_with_its_batchnorms_folded(setup):
+    cfg = setup[0]
+    model = build_model(cfg.model).eval()
+    method = build_method("ld")
+    method.on_task_start(context_for(setup, 1), model)
+    folded = method.feature_backbone(model)
+    assert folded is method.part(FrozenBackbone).folded and folded is not model.backbone
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())  # the model's own is kept
+    img = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        for mine, reference in zip(folded(img), model.backbone(img)):
+            torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-4)
+    method.on_task_start(context_for(setup, 0), model)  # task 0 trains the backbone: no copy
+    assert method.feature_backbone(model) is model.backbone
+    compiled_cfg = copy.deepcopy(cfg)
+    compiled_cfg.defrost()
+    compiled_cfg.device.compile = True
+    _, scenario, data = setup
+    method.on_task_start(TaskContext(1, scenario, compiled_cfg, train_dataset=data.train_dataset(1), seed=3), model)
+    assert method.feature_backbone(model) is model.backbone  # compiling fuses the norms itself
 
 
 def test_ld_default_freezes_from_task_1_without_pretrained_weights(setup):

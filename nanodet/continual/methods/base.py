@@ -114,6 +114,12 @@ class ContinualMethod:
         frozen = self.part(FrozenBackbone)
         return frozen is not None and frozen.frozen
 
+    def feature_backbone(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What computes the student's backbone features: a frozen backbone's folded copy, else
+        the model's backbone."""
+        frozen = self.part(FrozenBackbone)
+        return frozen.backbone(model) if frozen is not None else model.backbone
+
     # ---------------------------------------------------------------- task start and end
     def on_task_start(self, context: TaskContext, model: torch.nn.Module) -> None:
         """Every part's start (freezing...), then the teacher if a part needs one."""
@@ -149,7 +155,8 @@ class ContinualMethod:
             own = part.forward_student(self, context, model, batch)
             if own is not None:
                 return own
-        return student_forward(model, batch["img"], frozen_backbone=self.backbone_frozen), batch
+        return student_forward(model, batch["img"], frozen_backbone=self.backbone_frozen,
+                               backbone=self.feature_backbone(model)), batch
 
     def forward_teacher(self, img: torch.Tensor, student: StudentOutputs) -> StudentOutputs | None:
         if self.teacher is None:
@@ -237,10 +244,12 @@ class ContinualMethod:
         return {"method": self.name, **self.settings.shown()}
 
 
-def student_forward(model: torch.nn.Module, img: torch.Tensor, frozen_backbone: bool = False) -> StudentOutputs:
-    """Backbone, neck and head; a frozen backbone runs without building a graph."""
+def student_forward(model: torch.nn.Module, img: torch.Tensor, frozen_backbone: bool = False,
+                    backbone: torch.nn.Module | None = None) -> StudentOutputs:
+    """Backbone (``backbone``, default the model's), neck and head; a frozen backbone runs
+    without building a graph."""
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_backbone):
-        features = model.backbone(img)
+        features = (backbone if backbone is not None else model.backbone)(img)
     preds, towers = model.head.forward_with_towers(model.fpn(features))
     return StudentOutputs(preds, towers, features)
 

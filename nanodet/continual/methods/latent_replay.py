@@ -180,7 +180,7 @@ class LatentBuffer(ImageReplay):
         height, width = self.input_hw(context.cfg)
         img = pad_to(batch["img"], height, width)
         with torch.no_grad():
-            current = model.backbone(img)
+            current = method.feature_backbone(model)(img)
         count = max(context.cfg.device.batchsize_per_gpu // 2, 1)
         index = torch.randint(len(stored["boxes"]), (count,), device=img.device)
         replayed = [dequantize(maps[index], scales[index]).to(f.dtype) for maps, scales, f
