@@ -116,3 +116,15 @@ def test_seeds_run_everything_once_per_seed_into_its_own_folder(tmp_path):
             words = command.split()
             assert words[words.index("--seed") + 1] == str(seed)
             assert words[words.index("--out") + 1].startswith(str(out / f"seed{seed}"))
+
+
+def test_a_dry_run_lists_what_is_left_and_runs_nothing(tmp_path):
+    finished = tmp_path / "report" / "19p1" / "ld"
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text('{"finished": true}')
+    done = run_script(tmp_path, check=False, DRY_RUN="1", SCENARIOS="19p1", METHODS="ld sid")
+    assert done.returncode == 0
+    listed = [line.split()[0] for line in done.stdout.splitlines()]
+    assert listed == ["base_19p1", "19p1_sid"]  # the finished LD run is not listed
+    assert "SID.py --task 19p1" in done.stdout
+    assert not (tmp_path / "report" / "logs").exists()  # and nothing ran

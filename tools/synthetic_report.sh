@@ -10,6 +10,7 @@
 #     EXTRA="--set KEY=VALUE ..." tools/synthetic_report.sh               # more overrides for every run
 #     SCENARIOS=10p10 METHODS="naive replay" tools/synthetic_report.sh     # only these (and their base)
 #     SCENARIOS="15p1 19p1" METHODS="$ABLATION" tools/synthetic_report.sh  # the background-term ablation
+#     DRY_RUN=1 PROTOCOL=paper SEEDS="1234 1235 1236" tools/synthetic_report.sh   # what is left to run
 #
 # METHODS names: joint (15p1 only), naive, replay, replay_balanced, latent_replay, lwf, sid, ld, ld_pseudo
 # (pseudo-labels), ld_mbv2 (15p1 only: the frozen pretrained MobileNetV2), erd (fine-tuning with ERD),
@@ -75,12 +76,19 @@ base_of() { echo "$OUT_DIR/$1/base/task_0/model.pth"; }
 # 15p5, as in the paper), in the folder of the paper's first scenario with that many.
 base_scenario() { case $1 in 15) echo 15p1 ;; 19) echo 19p1 ;; 10) echo 10p10 ;; *) echo "base$1" ;; esac; }
 
-mkdir -p "$OUT_DIR/logs"
 jobs_file=$(mktemp)
 trap 'rm -f "$jobs_file"' EXIT
+[ -n "${DRY_RUN:-}" ] || mkdir -p "$OUT_DIR/logs"
 
 # One job per line: NAME RUN_DIR COMMAND...; a run whose results.json says finished is skipped.
+# DRY_RUN=1: list the runs still to do (NAME RUN_DIR COMMAND) and run nothing.
 run_jobs() {
+    if [ -n "${DRY_RUN:-}" ]; then
+        while read -r name run_dir command; do
+            grep -qs '"finished": true' "$run_dir/results.json" || echo "$name $run_dir $command"
+        done < "$jobs_file"
+        return
+    fi
     xargs -P "$PARALLEL" -L 1 bash -c '
         name=$0; run_dir=$1; shift
         if grep -qs "\"finished\": true" "$run_dir/results.json"; then exit 0; fi
