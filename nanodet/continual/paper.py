@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from .metrics import mean_std_text
+from .report import _save_figure
 
 # mAP@[.5:.95] of the seen classes after tasks 0 to 5 (15 base classes, then five one-class tasks).
 PAPER_15P1 = {
@@ -99,8 +100,6 @@ def plot_15p1(cells: dict, path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .report import _save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m in methods:
