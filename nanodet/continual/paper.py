@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from .metrics import mean_std_text
-from .report import _save_figure
+from .report import _save_figure, plot_mean_with_range
 
 # mAP@[.5:.95] of the seen classes after tasks 0 to 5 (15 base classes, then five one-class tasks).
 PAPER_15P1 = {
@@ -103,13 +103,7 @@ def plot_15p1(cells: dict, path: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m in methods:
-        shares = shares_of_base(cells["15p1", m].runs)
-        length = min(len(s) for s in shares)
-        columns = [[s[t] for s in shares] for t in range(length)]
-        line, = ax.plot(range(length), [statistics.fmean(c) for c in columns], marker="o",
-                        label=f"{m}, ours (n={len(shares)})")
-        ax.fill_between(range(length), [min(c) for c in columns], [max(c) for c in columns],
-                        color=line.get_color(), alpha=0.15, linewidth=0)
+        line, _ = plot_mean_with_range(ax, shares_of_base(cells["15p1", m].runs), f"{m}, ours")
         paper = PAPER_15P1[m]
         ax.plot(range(len(paper)), [v / paper[0] for v in paper], linestyle="--", color=line.get_color(),
                 label=f"{m}, paper (VOC2007)")

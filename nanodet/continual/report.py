@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -71,6 +72,19 @@ def _save_figure(fig, path: Path):
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
     atomic_write(path, write)
+
+
+def plot_mean_with_range(ax, per_seed: Sequence[Sequence[float]], label: str):
+    """One line per task index: the mean over seeds, and the band from their minimum to their
+    maximum, over the tasks every seed reached. Returns the line and the columns (per task, the
+    seeds' values)."""
+    length = min(len(values) for values in per_seed)
+    columns = [[values[t] for values in per_seed] for t in range(length)]
+    line, = ax.plot(range(length), [statistics.fmean(c) for c in columns], marker="o",
+                    label=f"{label} (n={len(per_seed)})")
+    ax.fill_between(range(length), [min(c) for c in columns], [max(c) for c in columns],
+                    color=line.get_color(), alpha=0.15, linewidth=0)
+    return line, columns
 
 
 def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None,

@@ -19,7 +19,6 @@ import csv
 import io
 import math
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,7 +26,7 @@ from typing import Callable, Sequence
 from ..util.io import atomic_write_text
 from .metrics import mean_std_text
 from .paper import against_the_paper
-from .report import _save_figure, run_label
+from .report import _save_figure, plot_mean_with_range, run_label
 from .results import read_results
 
 SEED_FOLDER = re.compile(r"^seed(\d+)$")
@@ -155,13 +154,8 @@ def plot_mean_per_task(cells: Sequence[Cell], path: Path, title: str) -> None:
         per_seed = [[e["mAP"] for e in r["per_task"]] for r in cell.runs.values()]
         if not per_seed:
             continue
-        length = min(len(p) for p in per_seed)
-        columns = [[p[t] for p in per_seed] for t in range(length)]
-        mean = [statistics.fmean(c) for c in columns]
-        line, = ax.plot(range(length), mean, marker="o", label=f"{cell.label} (n={len(per_seed)})")
-        ax.fill_between(range(length), [min(c) for c in columns], [max(c) for c in columns],
-                        color=line.get_color(), alpha=0.15, linewidth=0)
-        top, tasks = max(top, max(max(c) for c in columns)), max(tasks, length)
+        _, columns = plot_mean_with_range(ax, per_seed, cell.label)
+        top, tasks = max(top, max(max(c) for c in columns)), max(tasks, len(columns))
     ax.set_ylim(0, top * 1.1 if top > 0 else 1)  # from zero: a drop looks as large as it is
     ax.set_xticks(range(tasks))
     ax.set_xticklabels([f"T{t}" for t in range(tasks)])
