@@ -443,3 +443,17 @@ def test_a_missing_pretrained_weights_file_is_refused_before_any_data_is_read(tm
     with pytest.raises(FileNotFoundError, match="no.pth"):
         ContinualRunner(cfg, parse_scenario(SCENARIO, cfg.class_names), build_method("naive"), run_dir=tmp_path / "run")
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_comparison_figure_is_named_after_the_runs_scenario_and_tells_every_line_apart():
+    from nanodet.continual.report import line_style, plot_title
+
+    def run(scenario, tasks):
+        return {"scenario": scenario, "config_name": "synthetic", "per_task": [{}] * tasks}
+
+    # The base model's one-task run comes first in a folder's order; the figure is about 15p1.
+    assert plot_title([run("custom", 1), run("15p1", 6), run("15p1", 6), run("joint", 1)]) == "15p1 on synthetic"
+    assert plot_title([run("joint", 1)]) == "joint on synthetic"
+    assert plot_title([]) == ""
+    styles = [tuple(line_style(i).values()) for i in range(40)]
+    assert len(set(styles)) == 40

@@ -8,6 +8,7 @@ quotes. Both are over the classes seen so far, on the test images holding one of
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -87,6 +88,22 @@ def plot_mean_with_range(ax, per_seed: Sequence[Sequence[float]], label: str):
     return line, columns
 
 
+def plot_title(runs: Sequence[dict]) -> str:
+    """The scenario most of the runs share, and the config: a one-task run (a base model, joint
+    training) beside a scenario's runs does not name the figure."""
+    if not runs:
+        return ""
+    sequences = [run for run in runs if len(run["per_task"]) > 1] or list(runs)
+    scenario = collections.Counter(run["scenario"] for run in sequences).most_common(1)[0][0]
+    return f"{scenario} on {runs[0]['config_name']}"
+
+
+def line_style(index: int) -> dict[str, str]:
+    """Colour and dash of a figure's index-th line: past matplotlib's ten colours a line gets a
+    new dash, so that no two lines of a figure look alike."""
+    return {"color": f"C{index % 10}", "linestyle": ("-", "--", ":", "-.")[index // 10 % 4]}
+
+
 def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None,
                       labels: Sequence[str] | None = None) -> None:
     """mAP@[.5:.95] of the seen classes after each task, one line per run (the paper's 15p1 figure)."""
@@ -98,9 +115,9 @@ def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     labels = labels or [run_label(run) for run in runs]
     top = 0.0
-    for run, label in zip(runs, labels):
+    for index, (run, label) in enumerate(zip(runs, labels)):
         values = [e["mAP"] if e["mAP"] is not None else math.nan for e in run["per_task"]]
-        ax.plot(range(len(values)), values, marker="o", label=label)
+        ax.plot(range(len(values)), values, marker="o", label=label, **line_style(index))
         top = max([top, *(v for v in values if not math.isnan(v))])
     # From zero, so that a drop looks as large as it is relative to the score, not to the spread.
     ax.set_ylim(0, top * 1.1 if top > 0 else 1)
@@ -109,9 +126,10 @@ def plot_map_per_task(runs: Sequence[dict], path: Path, title: str | None = None
         ax.set_xticklabels([f"T{t}" for t in range(max(len(r["per_task"]) for r in runs))])
     ax.set_xlabel("after task")
     ax.set_ylabel("mAP@[.5:.95], seen classes")
-    ax.set_title(title or (f"{runs[0]['scenario']} on {runs[0]['config_name']}" if runs else ""))
+    ax.set_title(title or plot_title(runs))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Beside the axes: inside, a dozen methods' legend hides the lines it names.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -131,7 +149,7 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path, labels: Sequence[str] |
     for run, label in zip(runs, labels):
         params = run["parameters"]["in_memory"] / 1e6
         final = run["final"]["mAP"]
-        ax.scatter([params], [final if final is not None else math.nan], s=40)
+        ax.scatter([params], [final if final is not None else math.nan], s=40, color=f"C{len(points) % 10}")
         if run.get("buffer_bytes"):
             label += f" (+{run['buffer_bytes'] / 1e6:.0f} MB buffer)"
         points.append((params, final if final is not None else 0.0, label))
@@ -149,7 +167,7 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path, labels: Sequence[str] |
         ax.set_ylim(low - step, max(high, low + (len(points) - 1) * step) + step)
     ax.set_xlabel("parameters in memory during training (M)")
     ax.set_ylabel("final mAP@[.5:.95], all seen classes")
-    ax.set_title(f"{runs[0]['scenario']} on {runs[0]['config_name']}" if runs else "")
+    ax.set_title(plot_title(runs))
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
     plt.close(fig)
