@@ -100,7 +100,7 @@ def plot_title(runs: Sequence[dict]) -> str:
 
 def line_style(index: int) -> dict[str, str]:
     """Colour and dash of a figure's index-th line: past matplotlib's ten colours a line gets a
-    new dash, so that no two lines of a figure look alike."""
+    new dash, so that up to forty lines of a figure all look different."""
     return {"color": f"C{index % 10}", "linestyle": ("-", "--", ":", "-.")[index // 10 % 4]}
 
 
@@ -149,7 +149,7 @@ def plot_map_vs_memory(runs: Sequence[dict], path: Path, labels: Sequence[str] |
     for run, label in zip(runs, labels):
         params = run["parameters"]["in_memory"] / 1e6
         final = run["final"]["mAP"]
-        ax.scatter([params], [final if final is not None else math.nan], s=40, color=f"C{len(points) % 10}")
+        ax.scatter([params], [final if final is not None else math.nan], s=40)
         if run.get("buffer_bytes"):
             label += f" (+{run['buffer_bytes'] / 1e6:.0f} MB buffer)"
         points.append((params, final if final is not None else 0.0, label))
