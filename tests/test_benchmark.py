@@ -33,6 +33,8 @@ def test_benchmark_runs_real_methods_on_both_paths_and_prints_a_row_each(tmp_pat
         assert result["steps_per_epoch"] >= 3 and [p[:2] for p in result["per_step"]] == [[1, 1], [2, 2]][:steps]
         assert sum(p[2] for p in result["per_step"]) == pytest.approx(sum(result["ms"].values()) * steps, rel=1e-3)
         assert all(p[4] > 0 for p in result["per_step"])  # the host's wall time of each step
+        for p in result["per_step"]:  # each step's phases, which add up to its time
+            assert set(p[5]) <= set(benchmark.PHASES) and sum(p[5].values()) == pytest.approx(p[2], abs=0.01)
         # The GC freeze comes after the third step: in the fast runs' last step, never in the 2-step ones.
         assert (result["gc_freeze"] is not None) == (result["path"] == "fast")
         assert result["step_ms"]["epoch_first_mean"] is None
@@ -66,6 +68,7 @@ def test_step_timer_times_each_step_and_the_garbage_collections_inside_it():
     assert result["python_gc"]["full_collections"] >= 1
     third = result["per_step"][2]
     assert third[3] > 0 and third[3] <= third[2]  # the collection's time, part of its step's time
+    assert sum(third[5].values()) == pytest.approx(third[2], abs=0.01)  # and of one of its phases
     assert result["python_gc"]["ms"] >= third[3] - 0.01  # per_step is rounded to 0.01 ms
     assert result["step_ms"]["epoch_first_mean"] == pytest.approx(third[2], abs=0.01)
 
@@ -73,14 +76,14 @@ def test_step_timer_times_each_step_and_the_garbage_collections_inside_it():
 def test_slow_steps_are_named_with_their_place_host_time_and_gc(capsys):
     benchmark = load_benchmark()
     per_step = [[s, s % 17, 50.0, 0.0, 50.0] for s in range(6, 26)]
-    per_step[11] = [17, 0, 160.0, 2.0, 161.0]  # an epoch's first step
+    per_step[11] = [17, 0, 160.0, 2.0, 161.0, {"data": 1.5, "captured_step": 158.5}]  # an epoch's first step
     result = {"steps": 20, "per_step": per_step, "step_ms": {"median": 50.0},
               "python_gc": {"full_collections": 0, "ms": 2.0}, "gc_freeze": {"objects": 1000, "collect_ms": 800.0}}
     benchmark.print_gc_and_slow_steps(result)
     out = capsys.readouterr().out
     assert "one collection of 800 ms, then 1,000 objects frozen" in out
     assert "1 of 20 steps over 1.5x the median (50.0 ms), 110 ms beyond it" in out
-    assert "step 17 (batch 0) 160 ms, host 161, GC 2" in out
+    assert "step 17 (batch 0) 160 ms, host 161, GC 2, most in captured_step 158" in out
 
 
 def test_a_reference_step_count_below_one_is_refused():

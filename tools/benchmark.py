@@ -233,7 +233,16 @@ def print_gc_and_slow_steps(result: dict[str, Any], factor: float = 1.5) -> None
         print(f"  {len(slow)} of {result['steps']} steps over {factor:g}x the median ({median:.1f} ms), "
               f"{extra:.0f} ms beyond it in all: "
               + ", ".join(f"step {s[0]} (batch {s[1]}) {s[2]:.0f} ms, host {s[4]:.0f}, GC {s[3]:.0f}"
-                          for s in slow[:12]), flush=True)
+                          + _longest_phase(s) for s in slow[:12]), flush=True)
+
+
+def _longest_phase(step: list) -> str:
+    """", most in PHASE N ms" for a per-step record that has its phases (older JSONs have none)."""
+    phases = step[5] if len(step) > 5 else None
+    if not phases:
+        return ""
+    phase, ms = max(phases.items(), key=lambda item: item[1])
+    return f", most in {phase} {ms:.0f}"
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

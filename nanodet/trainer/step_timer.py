@@ -139,19 +139,23 @@ class StepTimer(pl.Callback):
             torch.cuda.synchronize()
         totals = dict.fromkeys(PHASES, 0.0)
         per_step = []  # each step's whole time: the mean hides rare slow steps (epoch ends)
+        per_step_phases = []  # and where in the step it went (a slow step's phase, not the mean's)
         for step in self._marks:
             per_step.append(0.0)
+            per_step_phases.append({})
             for (_, previous), (phase, mark) in zip(step, step[1:]):
                 elapsed = self._elapsed_ms(previous, mark)
                 totals[phase] += elapsed
                 per_step[-1] += elapsed
+                per_step_phases[-1][phase] = round(per_step_phases[-1].get(phase, 0.0) + elapsed, 3)
         steps = len(self._marks)
         # Where the slow steps are: the first step of an epoch also pays for the epoch's end
         # (checkpoint, a new pass of the loader), the others only for themselves.
         epoch_first = [ms for ms, (_, batch, *_) in zip(per_step, self._positions) if batch == 0]
         within = [ms for ms, (_, batch, *_) in zip(per_step, self._positions) if batch != 0]
-        per_step_record = [[step, batch, round(ms, 2), round(gc_ms, 2), round(host_ms, 2)]
-                           for ms, (step, batch, gc_ms, _, host_ms) in zip(per_step, self._positions)]
+        per_step_record = [[step, batch, round(ms, 2), round(gc_ms, 2), round(host_ms, 2), phases]
+                           for ms, phases, (step, batch, gc_ms, _, host_ms)
+                           in zip(per_step, per_step_phases, self._positions)]
         per_step = sorted(per_step)
         ms = {phase: total / steps for phase, total in totals.items()}
         # Each measured step spans the previous step's end to its own, so the phases add up to
@@ -166,7 +170,8 @@ class StepTimer(pl.Callback):
                         "max": per_step[-1],
                         "epoch_first_mean": sum(epoch_first) / len(epoch_first) if epoch_first else None,
                         "within_epoch_mean": sum(within) / len(within) if within else None},
-            # [global step, batch index in the epoch, ms, of which Python GC ms, the host's wall ms]
+            # [global step, batch index in the epoch, ms, of which Python GC ms, the host's wall ms,
+            #  the step's ms by phase]
             "per_step": per_step_record,
             "python_gc": {"ms": sum(p[2] for p in self._positions),
                           "full_collections": sum(p[3] for p in self._positions)},
