@@ -237,7 +237,7 @@ def print_gc_and_slow_steps(result: dict[str, Any], factor: float = 1.5) -> None
 
 
 def _longest_phase(step: list) -> str:
-    """", most in PHASE N ms" for a per-step record that has its phases (older JSONs have none)."""
+    """The text ', most in PHASE N ms' for a per-step record with its phases (older JSONs have none)."""
     phases = step[5] if len(step) > 5 else None
     if not phases:
         return ""
