@@ -289,6 +289,8 @@ def build_trainer(cfg: CfgNode, save_dir: str | Path, max_epochs: int | None = N
     save_dir = Path(save_dir)
     quiet_lightning()
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
+    if accelerator == "gpu" and cfg.device.host_threads > 0:
+        torch.set_num_threads(cfg.device.host_threads)
     n_devices = devices if isinstance(devices, int) else len(devices)
     last = LastEpochCheckpoint(save_dir, min_interval=cfg.schedule.checkpoint_interval)
     best = RunDirCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",

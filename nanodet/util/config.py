@@ -232,6 +232,11 @@ DEFAULTS: dict[str, Any] = {
         # cuDNN's timed search for the fastest algorithm of each new convolution shape: about 25 s
         # at a run's start on an H200 for no faster step there (docs/benchmark.md), so off
         "cudnn_benchmark": False,
+        # intra-op threads of the training process while it trains on a GPU (0: PyTorch's default,
+        # one per core). The process's own CPU work is tiny (a batch's boxes and warp matrices),
+        # and with the loader's workers busy on every core a parallel op waits on a descheduled
+        # thread: 4-9 ms for a 64-image batch's 3x3 inverses on an H100 host (docs/benchmark.md)
+        "host_threads": 1,
     },
     "schedule": {
         "resume": None,
@@ -366,6 +371,7 @@ def _check_plain(node, schema: Mapping, path: str, source: str):
 NUMBERS = (
     ("device.batchsize_per_gpu", int, 1, "a number of images"),
     ("device.workers_per_gpu", int, 0, "a number of processes"),
+    ("device.host_threads", int, 0, "a number of threads (0: PyTorch's default)"),
     ("schedule.total_epochs", int, 1, "a number of epochs"),
     ("schedule.val_intervals", int, 1, "a number of epochs"),
     ("schedule.warmup.steps", int, 0, "a number of steps"),
