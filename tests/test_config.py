@@ -161,6 +161,7 @@ def test_compile_values_load_as_the_mode_they_mean():
     ("schedule.total_epochs", "ten", "schedule.total_epochs must be a number of epochs >= 1, got 'ten'"),
     ("device.batchsize_per_gpu", -4, "device.batchsize_per_gpu must be a number of images >= 1, got -4"),
     ("device.workers_per_gpu", 1.5, "device.workers_per_gpu must be a number of processes >= 0, got 1.5"),
+    ("device.host_threads", -1, "device.host_threads must be a number of threads .0: PyTorch's default. >= 0"),
     ("schedule.warmup.steps", True, "schedule.warmup.steps must be a number of steps >= 0, got True"),
     ("grad_clip", -1, "grad_clip must be a gradient norm"),
 ])

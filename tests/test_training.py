@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nanodet.model.arch import build_model
-from nanodet.trainer.builders import resolve_devices, resolve_precision
+from nanodet.trainer.builders import limit_host_threads, resolve_devices, resolve_precision
 from nanodet.trainer.task import warmup_factor
 from nanodet.util import CfgNode, CheckpointError, load_model_weight, read_checkpoint, read_config
 from fixtures_lightning import TinyModule, bare_trainer
@@ -162,6 +162,20 @@ def test_gpu_request_without_cuda_falls_back_to_cpu(monkeypatch, caplog):
     assert resolve_precision(16, "cpu") == "bf16-mixed"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision(8, "gpu")
+
+
+def test_host_threads_limit_a_gpu_trainer_and_leave_a_cpu_trainer_every_core():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        limit_host_threads(1, "cpu")
+        assert torch.get_num_threads() == 2
+        limit_host_threads(0, "gpu")  # 0: PyTorch's own count
+        assert torch.get_num_threads() == 2
+        limit_host_threads(1, "gpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_loss_terms_reach_tensorboard_at_every_logging_step(tmp_path):

@@ -22,6 +22,15 @@ from ..util.config import PRECISIONS, CfgNode
 from ..util.logger import get_logger
 
 
+def limit_host_threads(threads: int, accelerator: str) -> None:
+    """``device.host_threads``: on a GPU, this process's intra-op threads (0: leave PyTorch's).
+
+    On a CPU the process is the trainer and keeps every core.
+    """
+    if accelerator == "gpu" and threads > 0:
+        torch.set_num_threads(threads)
+
+
 def resolve_devices(gpu_ids: int | Sequence[int] | None,
                     device: str | None = None) -> tuple[str, int | list[int]]:
     """(accelerator, devices) from the config's ``device.gpu_ids`` or a ``--device`` string.
@@ -289,8 +298,7 @@ def build_trainer(cfg: CfgNode, save_dir: str | Path, max_epochs: int | None = N
     save_dir = Path(save_dir)
     quiet_lightning()
     accelerator, devices = resolve_devices(cfg.device.gpu_ids, device)
-    if accelerator == "gpu" and cfg.device.host_threads > 0:
-        torch.set_num_threads(cfg.device.host_threads)
+    limit_host_threads(cfg.device.host_threads, accelerator)
     n_devices = devices if isinstance(devices, int) else len(devices)
     last = LastEpochCheckpoint(save_dir, min_interval=cfg.schedule.checkpoint_interval)
     best = RunDirCheckpoint(dirpath=save_dir, filename="model_best", monitor=f"val/{cfg.evaluator.save_key}",
