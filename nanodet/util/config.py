@@ -235,7 +235,7 @@ DEFAULTS: dict[str, Any] = {
         # intra-op threads of the training process while it trains on a GPU (0: PyTorch's default,
         # one per core). The process's own CPU work is tiny (a batch's boxes and warp matrices),
         # and with the loader's workers busy on every core a parallel op waits on a descheduled
-        # thread: 4-9 ms for a 64-image batch's 3x3 inverses on an H100 host (docs/benchmark.md)
+        # thread: 4-5 ms for a 64-image batch's 3x3 inverses on an H100 host (docs/benchmark.md)
         "host_threads": 1,
     },
     "schedule": {
